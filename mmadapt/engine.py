@@ -1,0 +1,171 @@
+"""DeepSpeed wiring: process group, threads, model construction under ZeRO-3, checkpoints, export.
+
+Checkpoints are written under a temporary tag, renamed when every rank has finished, and only then
+does ``latest`` move: a crash mid-save leaves the previous checkpoint as the one a resume finds.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import resource
+import shutil
+import socket
+import warnings
+from typing import Callable, Optional
+
+import torch
+import torch.distributed as dist
+
+LATEST = "latest"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def local_world_size() -> int:
+    for key in ("LOCAL_WORLD_SIZE", "LOCAL_SIZE"):
+        if os.environ.get(key):
+            return int(os.environ[key])
+    return 1
+
+
+def configure_threads() -> int:
+    """One share of the cores per local rank: the deepspeed launcher leaves OMP_NUM_THREADS unset and
+    every rank would take every core (2.5x slower on 2 cores, ../shared/PLATFORM.md)."""
+    n = int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // local_world_size()))
+    torch.set_num_threads(n)
+    return n
+
+
+def init_distributed(timeout_minutes: float = 30.0) -> tuple[int, int]:
+    """Join the process group (gloo on CPU, NCCL on GPU); a plain ``python`` run is one rank."""
+    import deepspeed
+    from deepspeed.accelerator import get_accelerator
+
+    if "RANK" not in os.environ and "OMPI_COMM_WORLD_RANK" not in os.environ \
+            and "PMI_RANK" not in os.environ:
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=str(_free_port()))
+    configure_threads()
+    # DeepSpeed 0.19 calls deprecated collectives every ZeRO step: a warning per step is noise.
+    warnings.filterwarnings("ignore", message=r"`torch.distributed.\w+` is deprecated", category=FutureWarning)
+    if not dist.is_initialized():
+        deepspeed.init_distributed(dist_backend=get_accelerator().communication_backend_name(),
+                                   auto_mpi_discovery=True,
+                                   timeout=datetime.timedelta(minutes=timeout_minutes))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if get_accelerator().device_name() == "cuda":
+        torch.cuda.set_device(local_rank)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def device() -> torch.device:
+    from deepspeed.accelerator import get_accelerator
+
+    return torch.device(get_accelerator().current_device_name())
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def close_distributed() -> None:
+    """Every rank leaves the group, on success and on failure (no 'terminate called ...')."""
+    if dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:  # noqa: BLE001 - already torn down by a failing peer
+            pass
+
+
+def build_under_zero(factory: Callable[[], torch.nn.Module], ds_config: dict) -> torch.nn.Module:
+    """Construct the model so that with ZeRO-3 no rank ever holds all of it."""
+    import deepspeed
+
+    if int(ds_config.get("zero_optimization", {}).get("stage", 0)) == 3:
+        with deepspeed.zero.Init(config_dict_or_path=ds_config):
+            return factory()
+    return factory()
+
+
+def initialize(model: torch.nn.Module, ds_config: dict):
+    """The DeepSpeed engine over the parameters that train; frozen flags must already be set."""
+    import deepspeed
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=trainable, config=ds_config)
+    return engine
+
+
+def local_parameter_count(model: torch.nn.Module) -> tuple[int, int]:
+    """(elements this rank holds, elements of the whole model), tied weights once."""
+    seen, local, full = set(), 0, 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        if hasattr(p, "ds_tensor"):
+            local += p.ds_tensor.numel()
+            full += p.ds_numel
+        else:
+            local += p.numel()
+            full += p.numel()
+    return local, full
+
+
+def save_checkpoint(engine, root: str, step: int, client_state: dict) -> str:
+    tag = f"step{step}"
+    partial = f"{tag}.partial"
+    if dist.get_rank() == 0:
+        shutil.rmtree(os.path.join(root, partial), ignore_errors=True)
+    barrier()
+    engine.save_checkpoint(root, tag=partial, client_state=client_state, save_latest=False)
+    barrier()
+    if dist.get_rank() == 0:
+        final = os.path.join(root, tag)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(os.path.join(root, partial), final)
+        with open(os.path.join(root, LATEST + ".tmp"), "w") as fh:
+            fh.write(tag)
+        os.replace(os.path.join(root, LATEST + ".tmp"), os.path.join(root, LATEST))
+    barrier()
+    return tag
+
+
+def latest_tag(root: str) -> Optional[str]:
+    path = os.path.join(root, LATEST)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as fh:
+        tag = fh.read().strip()
+    return tag if os.path.isdir(os.path.join(root, tag)) else None
+
+
+def load_checkpoint(engine, root: str) -> tuple[str, dict]:
+    tag = latest_tag(root)
+    _, client_state = engine.load_checkpoint(root, tag=tag)
+    return tag, client_state or {}
+
+
+def consolidated_state_dict(root: str, tag: str) -> dict:
+    """Full fp32 weights from a checkpoint, on one process (ZeRO shards merged from the fp32 masters)."""
+    import glob
+
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    if not glob.glob(os.path.join(root, tag, "*zero_pp_rank_*")):  # ZeRO stage 0: one plain file
+        states = torch.load(os.path.join(root, tag, "mp_rank_00_model_states.pt"), map_location="cpu",
+                            weights_only=False)
+        return {k: v.float() for k, v in states["module"].items()}
+    return get_fp32_state_dict_from_zero_checkpoint(root, tag=tag)
+
+
+def peak_memory_bytes() -> int:
+    if torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated())
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024

@@ -1,0 +1,154 @@
+"""Hugging Face format in and out: XLM-R/RoBERTa MLM directories <-> our state dicts.
+
+Our parameter names are Hugging Face's, except the tied projection (``lm_head.decoder_weight`` here,
+``lm_head.decoder.weight`` there) and the mini head, which Hugging Face's class has no place for: it is
+saved beside the model as ``mini_head.safetensors`` with our model config in ``mmadapt_model.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from typing import Optional
+
+import torch
+
+from .config import ModelConfig
+from .errors import ConfigError
+
+MINI_HEAD_FILE = "mini_head.safetensors"
+MODEL_CONFIG_FILE = "mmadapt_model.json"
+SUPPORTED_TYPES = ("xlm-roberta", "roberta")
+
+
+def is_pretrained_ref(name: str) -> bool:
+    """A directory on disk, or a hub-style name ("org/model"); presets are neither."""
+    return os.path.isdir(name) or ("/" in name and not name.startswith((".", "/")))
+
+
+def read_pretrained_arch(path: str) -> dict:
+    """Architecture fields of a Hugging Face MLM directory, checked to be one we can run."""
+    from transformers import AutoConfig
+
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
+        raise ConfigError(f"--model {path}: no config.json; fix: point at a Hugging Face model directory "
+                          "(or an mmadapt export dir)")
+    hf = AutoConfig.from_pretrained(path)
+    if hf.model_type not in SUPPORTED_TYPES:
+        raise ConfigError(f"--model {path}: model_type {hf.model_type!r} is not XLM-R/RoBERTa; fix: use an "
+                          "XLMRobertaForMaskedLM or RobertaForMaskedLM checkpoint")
+    if getattr(hf, "hidden_act", "gelu") != "gelu" or \
+            getattr(hf, "position_embedding_type", "absolute") not in (None, "absolute"):
+        raise ConfigError(f"--model {path}: needs gelu and absolute positions (has {hf.hidden_act}, "
+                          f"{hf.position_embedding_type}); fix: use a standard XLM-R/RoBERTa checkpoint")
+    arch = dict(vocab_size=hf.vocab_size, hidden_size=hf.hidden_size, num_layers=hf.num_hidden_layers,
+                num_heads=hf.num_attention_heads, intermediate_size=hf.intermediate_size,
+                max_position_embeddings=hf.max_position_embeddings)
+    extras = dict(type_vocab_size=hf.type_vocab_size, layer_norm_eps=hf.layer_norm_eps,
+                  pad_token_id=hf.pad_token_id)
+    ours = os.path.join(path, MODEL_CONFIG_FILE)
+    if os.path.isfile(ours):
+        with open(ours, encoding="utf-8") as fh:
+            saved = json.load(fh)
+        extras.update(mini_head=saved["mini_head"], mini_layers=saved["mini_layers"])
+    return {"arch": arch, "extras": extras}
+
+
+def hf_config(cfg: ModelConfig):
+    from transformers import XLMRobertaConfig
+
+    return XLMRobertaConfig(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=cfg.max_position_embeddings, type_vocab_size=cfg.type_vocab_size,
+        layer_norm_eps=cfg.layer_norm_eps, hidden_dropout_prob=cfg.hidden_dropout,
+        attention_probs_dropout_prob=cfg.attention_dropout, initializer_range=cfg.initializer_range,
+        pad_token_id=cfg.pad_token_id, bos_token_id=0, eos_token_id=2, hidden_act="gelu",
+        tie_word_embeddings=True)
+
+
+def from_hf_state_dict(hf_sd: dict) -> dict:
+    sd = {}
+    for name, tensor in hf_sd.items():
+        if name == "lm_head.decoder.weight":
+            sd["lm_head.decoder_weight"] = tensor
+        elif name == "lm_head.decoder.bias" or name.startswith("roberta.pooler."):
+            continue  # tied to lm_head.bias / not part of an MLM
+        elif name.endswith("position_ids") or name.endswith("token_type_ids"):
+            continue  # buffers some versions saved
+        else:
+            sd[name] = tensor
+    return sd
+
+
+def load_pretrained_state_dict(path: str) -> dict:
+    """Our state dict from a Hugging Face MLM directory (or hub name), mini head included if saved."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForMaskedLM
+
+    hf_model = AutoModelForMaskedLM.from_pretrained(path, dtype=torch.float32)
+    sd = from_hf_state_dict(hf_model.state_dict())
+    mini = os.path.join(path, MINI_HEAD_FILE)
+    if os.path.isfile(mini):
+        sd.update({f"mini_head.{k}": v for k, v in load_file(mini).items()})
+    return sd
+
+
+def load_into(model: torch.nn.Module, sd: dict, strict_prefixes: tuple = ("roberta.", "lm_head.")) -> None:
+    """Copy ``sd`` into ``model``, gathering ZeRO-3 partitions one parameter at a time.
+
+    Every parameter under ``strict_prefixes`` must be present with the same shape; others (a mini head
+    a plain checkpoint lacks) keep their fresh initialisation.
+    """
+    import deepspeed
+
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if name not in sd:
+            if name.startswith(strict_prefixes) and not name.endswith("decoder_weight"):
+                raise ConfigError(f"pretrained weights lack {name}; fix: use a complete XLM-R/RoBERTa "
+                                  "MLM checkpoint")
+            continue
+        src = sd[name]
+        full_shape = tuple(getattr(param, "ds_shape", param.shape))
+        if tuple(src.shape) != full_shape:
+            raise ConfigError(f"pretrained {name} has shape {tuple(src.shape)}, the model needs "
+                              f"{full_shape}; fix: drop the size overrides that disagree")
+        if hasattr(param, "ds_id"):
+            with deepspeed.zero.GatheredParameters([param], modifier_rank=0):
+                if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+                    param.data.copy_(src)
+        else:
+            with torch.no_grad():
+                param.copy_(src)
+
+
+def export_hf(state_dict: dict, cfg: ModelConfig, out_dir: str, tokenizer_dir: Optional[str] = None) -> str:
+    """Write a Hugging Face MLM directory (plus mini head and our config) atomically."""
+    from safetensors.torch import save_file
+    from transformers import XLMRobertaForMaskedLM
+
+    tmp = out_dir.rstrip("/") + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    hf_model = XLMRobertaForMaskedLM(hf_config(cfg))
+    hf_sd = {("lm_head.decoder.weight" if k == "lm_head.decoder_weight" else k): v
+             for k, v in state_dict.items() if k.startswith(("roberta.", "lm_head."))}
+    hf_sd["lm_head.decoder.bias"] = state_dict["lm_head.bias"]
+    missing, unexpected = hf_model.load_state_dict(hf_sd, strict=False)
+    missing = [m for m in missing if not m.endswith(("position_ids", "token_type_ids"))]
+    if missing or unexpected:
+        raise RuntimeError(f"export: missing {missing}, unexpected {unexpected}")
+    hf_model.save_pretrained(tmp)
+    mini = {k[len("mini_head."):]: v.contiguous() for k, v in state_dict.items()
+            if k.startswith("mini_head.") and not k.endswith("decoder_weight")}
+    if mini:
+        save_file(mini, os.path.join(tmp, MINI_HEAD_FILE))
+    with open(os.path.join(tmp, MODEL_CONFIG_FILE), "w", encoding="utf-8") as fh:
+        json.dump(dataclasses.asdict(cfg), fh, indent=2)
+    if tokenizer_dir:
+        from transformers import AutoTokenizer
+        AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(tmp)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+    return out_dir

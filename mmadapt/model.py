@@ -1,0 +1,305 @@
+"""XLM-R/RoBERTa encoder with a primary MLM head and an optional MiniJoint head after layer k.
+
+Parameter names mirror Hugging Face's ``XLMRobertaForMaskedLM`` (``roberta.embeddings...``,
+``roberta.encoder.layer.N...``, ``lm_head...``), so import and export are a state-dict copy; the mini
+head lives under ``mini_head.`` and is saved beside the Hugging Face files.
+
+Each module initialises its own weights inside its ``__init__`` (via ``reset_parameters``): under
+``deepspeed.zero.Init`` a module is partitioned as soon as its ``__init__`` returns, so a parent that
+touched its children's weights afterwards would see empty shards (the transformers ``_init_weights``
+trap in ../shared/PLATFORM.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .config import ModelConfig
+
+IGNORE_INDEX = -100
+
+
+class Linear(nn.Linear):
+    """nn.Linear initialised N(0, std) with zero bias, as RoBERTa is."""
+
+    def __init__(self, in_features: int, out_features: int, std: float, bias: bool = True):
+        self.std = std
+        super().__init__(in_features, out_features, bias=bias)
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.weight, std=self.std)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+
+class Embedding(nn.Embedding):
+    """nn.Embedding initialised N(0, std), padding row zero."""
+
+    def __init__(self, num: int, dim: int, std: float, padding_idx: Optional[int] = None):
+        self.std = std
+        super().__init__(num, dim, padding_idx=padding_idx)
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.weight, std=self.std)
+        self._fill_padding_idx_with_zero()
+
+
+def position_ids_from_input_ids(input_ids: torch.Tensor, pad_token_id: int) -> torch.Tensor:
+    # RoBERTa numbers real tokens from pad_token_id + 1 and gives padding the pad position.
+    mask = input_ids.ne(pad_token_id).int()
+    return (torch.cumsum(mask, dim=1) * mask).long() + pad_token_id
+
+
+class Embeddings(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        std = cfg.initializer_range
+        self.pad_token_id = cfg.pad_token_id
+        self.word_embeddings = Embedding(cfg.vocab_size, cfg.hidden_size, std, cfg.pad_token_id)
+        self.position_embeddings = Embedding(cfg.max_position_embeddings, cfg.hidden_size, std,
+                                             cfg.pad_token_id)
+        self.token_type_embeddings = Embedding(cfg.type_vocab_size, cfg.hidden_size, std)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        positions = position_ids_from_input_ids(input_ids, self.pad_token_id)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions)
+        # XLM-R has one token type; adding its row keeps the arithmetic identical to Hugging Face's.
+        x = x + self.token_type_embeddings.weight[0]
+        return self.dropout(self.LayerNorm(x))
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        h, std = cfg.hidden_size, cfg.initializer_range
+        self.num_heads = cfg.num_heads
+        self.dropout_p = cfg.attention_dropout
+        self.query = Linear(h, h, std)
+        self.key = Linear(h, h, std)
+        self.value = Linear(h, h, std)
+
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        b, s, h = x.shape
+        split = lambda t: t.view(b, s, self.num_heads, h // self.num_heads).transpose(1, 2)  # noqa: E731
+        ctx = F.scaled_dot_product_attention(
+            split(self.query(x)), split(self.key(x)), split(self.value(x)), attn_mask=attn_mask,
+            dropout_p=self.dropout_p if self.training else 0.0)
+        return ctx.transpose(1, 2).reshape(b, s, h)
+
+
+class DenseResidualNorm(nn.Module):
+    """dense -> dropout -> + residual -> LayerNorm (RoBERTa's post-LN sublayer output)."""
+
+    def __init__(self, in_features: int, cfg: ModelConfig):
+        super().__init__()
+        self.dense = Linear(in_features, cfg.hidden_size, cfg.initializer_range)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.hidden_dropout)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        setattr(self, "self", SelfAttention(cfg))  # Hugging Face's name: attention.self.query
+        self.output = DenseResidualNorm(cfg.hidden_size, cfg)
+
+    def forward(self, x, attn_mask):
+        return self.output(getattr(self, "self")(x, attn_mask), x)
+
+
+class Intermediate(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.dense = Linear(cfg.hidden_size, cfg.intermediate_size, cfg.initializer_range)
+
+    def forward(self, x):
+        return F.gelu(self.dense(x))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attention = Attention(cfg)
+        self.intermediate = Intermediate(cfg)
+        self.output = DenseResidualNorm(cfg.intermediate_size, cfg)
+
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        a = self.attention(x, attn_mask)
+        return self.output(self.intermediate(a), a)
+
+
+class LayerStack(nn.Module):
+    def __init__(self, layers: list):
+        super().__init__()
+        self.layer = nn.ModuleList(layers)
+
+
+class Encoder(nn.Module):
+    """Embeddings + transformer layers: Hugging Face's ``roberta`` submodule.
+
+    With ``shared`` it reuses that encoder's embeddings and bottom ``num_layers`` layers (no copy).
+    """
+
+    def __init__(self, cfg: ModelConfig, num_layers: Optional[int] = None,
+                 shared: Optional["Encoder"] = None):
+        super().__init__()
+        n = cfg.num_layers if num_layers is None else num_layers
+        if shared is None:
+            self.embeddings = Embeddings(cfg)
+            self.encoder = LayerStack([EncoderLayer(cfg) for _ in range(n)])
+        else:
+            self.embeddings = shared.embeddings
+            self.encoder = LayerStack(list(shared.encoder.layer[:n]))
+
+
+class MLMHead(nn.Module):
+    """dense -> gelu -> LayerNorm -> tied vocabulary projection + bias.
+
+    The projection weight is the input embedding matrix, registered here too so that ZeRO-3 gathers
+    it for this module's forward.
+    """
+
+    def __init__(self, cfg: ModelConfig, word_embeddings: nn.Embedding):
+        super().__init__()
+        self.dense = Linear(cfg.hidden_size, cfg.hidden_size, cfg.initializer_range)
+        self.layer_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+        self.decoder_weight = word_embeddings.weight
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = self.layer_norm(F.gelu(self.dense(features)))
+        return F.linear(x, self.decoder_weight, self.bias)
+
+
+def masked_lm_loss(head: MLMHead, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over masked positions, projecting only those positions to the vocabulary.
+
+    Gathering first is what makes a shallow model cheap: with a 250k vocabulary the projection is
+    most of the head's cost, and 85% of positions have no label.
+    """
+    selected = labels.ne(IGNORE_INDEX)
+    logits = head(hidden[selected])
+    # Sum / max(n, 1): a micro-batch with no masked token contributes zero, not NaN.
+    total = F.cross_entropy(logits.float(), labels[selected], reduction="sum")
+    return total / selected.sum().clamp(min=1)
+
+
+def padding_mask(input_ids: torch.Tensor, pad_token_id: int) -> Optional[torch.Tensor]:
+    """Boolean attention mask [b, 1, 1, s] (True = attend), or None when nothing is padded."""
+    keep = input_ids.ne(pad_token_id)
+    if bool(keep.all()):
+        return None
+    return keep[:, None, None, :]
+
+
+@dataclass
+class MLMOutput:
+    loss: torch.Tensor
+    mlm_loss: torch.Tensor
+    mini_loss: Optional[torch.Tensor] = None
+    hidden_states: Optional[list] = None
+
+
+class MiniJointForMaskedLM(nn.Module):
+    """The primary model; with ``cfg.mini_head`` it also carries the MiniJoint head after layer k."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.roberta = Encoder(cfg)
+        self.lm_head = MLMHead(cfg, self.roberta.embeddings.word_embeddings)
+        self.mini_head = MLMHead(cfg, self.roberta.embeddings.word_embeddings) if cfg.mini_head else None
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.roberta.encoder.layer
+
+    def run_layers(self, x, attn_mask, layers, collect: Optional[list] = None):
+        for layer in layers:
+            if self.config.activation_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(layer, x, attn_mask, use_reentrant=False)
+            else:
+                x = layer(x, attn_mask)
+            if collect is not None:
+                collect.append(x)
+        return x
+
+    def encode(self, input_ids: torch.Tensor, output_hidden_states: bool = False):
+        """Hidden states after the last layer (and, optionally, after the embeddings and each layer)."""
+        attn_mask = padding_mask(input_ids, self.config.pad_token_id)
+        x = self.roberta.embeddings(input_ids)
+        collect = [x] if output_hidden_states else None
+        return self.run_layers(x, attn_mask, self.layers, collect), collect
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> MLMOutput:
+        attn_mask = padding_mask(input_ids, self.config.pad_token_id)
+        x = self.roberta.embeddings(input_ids)
+        k = self.config.mini_layers if self.mini_head is not None else 0
+        mini_loss = None
+        if k:
+            x = self.run_layers(x, attn_mask, self.layers[:k])
+            mini_loss = masked_lm_loss(self.mini_head, x, labels)
+        x = self.run_layers(x, attn_mask, self.layers[k:])
+        mlm_loss = masked_lm_loss(self.lm_head, x, labels)
+        loss = mlm_loss if mini_loss is None else mlm_loss + self.config.mini_loss_weight * mini_loss
+        return MLMOutput(loss=loss, mlm_loss=mlm_loss, mini_loss=mini_loss)
+
+    def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Vocabulary logits at every position (for export checks and evaluation, not training)."""
+        hidden, _ = self.encode(input_ids)
+        return self.lm_head(hidden)
+
+
+class MiniModel(nn.Module):
+    """Embeddings + layers 1..k + an MLM head: the shallow model that step 2 trains through.
+
+    ``MiniModel.view(primary)`` shares the primary model's modules (no copy), so running it never
+    touches layers k+1..L; built standalone (``MiniModel(cfg)``), a DeepSpeed engine over it holds
+    only those parameters.
+    """
+
+    def __init__(self, cfg: ModelConfig, shared: Optional[MiniJointForMaskedLM] = None):
+        super().__init__()
+        self.config = cfg
+        self.roberta = Encoder(cfg, cfg.mini_layers, shared=shared.roberta if shared else None)
+        self.head = (shared.mini_head if shared is not None
+                     else MLMHead(cfg, self.roberta.embeddings.word_embeddings))
+
+    @classmethod
+    def view(cls, primary: MiniJointForMaskedLM) -> "MiniModel":
+        if primary.mini_head is None:
+            raise ValueError("this model has no mini head (trained with --no_mini_head)")
+        return cls(primary.config, shared=primary)
+
+    def encode(self, input_ids: torch.Tensor) -> torch.Tensor:
+        attn_mask = padding_mask(input_ids, self.config.pad_token_id)
+        x = self.roberta.embeddings(input_ids)
+        for layer in self.roberta.encoder.layer:
+            x = layer(x, attn_mask)
+        return x
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> MLMOutput:
+        loss = masked_lm_loss(self.head, self.encode(input_ids), labels)
+        return MLMOutput(loss=loss, mlm_loss=loss)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Distinct parameters (tied weights once), using ZeRO-3's full size when partitioned."""
+    seen, total = set(), 0
+    for p in module.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += getattr(p, "ds_numel", p.numel())
+    return total

@@ -1,0 +1,178 @@
+"""Step 1: MiniJoint (or, with --no_mini_head, plain MLM) pretraining under DeepSpeed.
+
+    deepspeed --num_gpus 2 launchers/minijoint.py --deepspeed_config ds_configs/zero3_cpu.json \
+        --model tiny --train_files text.txt --tokenizer tok/ --output_dir runs/mj --max_steps 200
+
+Everything that can be wrong with the input is checked before the process group starts or any file is
+written; a problem is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+
+from ..config import build_parser, parse_sections, resolve_model, to_dict
+from ..errors import ConfigError
+
+RUN_CONFIG = "run_config.json"
+
+
+def _rank_env() -> int:
+    return int(os.environ.get("RANK", os.environ.get("OMPI_COMM_WORLD_RANK", 0)))
+
+
+def _world_env() -> int:
+    return int(os.environ.get("WORLD_SIZE", os.environ.get("OMPI_COMM_WORLD_SIZE", 1)))
+
+
+def check_output_dir(output_dir: str, resume: bool, run_config: dict) -> None:
+    """Refuse to mix runs: an existing run needs --resume, and a resumed run must be the same run."""
+    from ..engine import latest_tag
+
+    saved_path = os.path.join(output_dir, RUN_CONFIG)
+    if not resume:
+        if os.path.isdir(output_dir) and os.listdir(output_dir):
+            what = "a run" if os.path.isfile(saved_path) else "other files"
+            raise ConfigError(f"--output_dir {output_dir} already holds {what}; fix: pass --resume to "
+                              "continue it or choose a new --output_dir")
+        return
+    if not os.path.isfile(saved_path) or latest_tag(os.path.join(output_dir, "checkpoints")) is None:
+        raise ConfigError(f"--resume: {output_dir} has no complete checkpoint; fix: drop --resume to "
+                          "start a new run there, or point --output_dir at the run to continue")
+    with open(saved_path, encoding="utf-8") as fh:
+        saved = json.load(fh)
+    for section in ("model", "data"):
+        for key, value in run_config[section].items():
+            if key in ("train_files", "cache_dir"):
+                continue
+            if saved[section].get(key) != value:
+                raise ConfigError(f"--resume: {output_dir} was run with {key}={saved[section].get(key)!r}, "
+                                  f"now {value!r}; fix: use the same value or a new --output_dir")
+
+
+def prepare(sections: dict):
+    """Validate everything; returns (model cfg, data cfg, train cfg, ds dict, tokenizer, pretrained)."""
+    from ..data import check_text_file
+    from ..ds_config import resolve_ds_config
+    from ..hf_io import is_pretrained_ref, read_pretrained_arch
+    from ..tokenizer import load_tokenizer
+
+    model_cfg, data_cfg, train = sections["model"], sections["data"], sections["train"]
+    if not train.output_dir:
+        raise ConfigError("--output_dir is missing; fix: pass --output_dir DIR")
+    if not data_cfg.train_files and not data_cfg.dataset_name:
+        raise ConfigError("no training text; fix: pass --train_files FILE [FILE ...] or --dataset_name")
+    if not data_cfg.tokenizer:
+        raise ConfigError("--tokenizer is missing; fix: pass a directory from `mmadapt tokenizer train`")
+    for path in data_cfg.train_files:
+        check_text_file(path, data_cfg.text_field)
+    if train.max_steps < 1 or train.log_every < 1:
+        raise ConfigError(f"--max_steps {train.max_steps} / --log_every {train.log_every} must be >= 1; "
+                          "fix: give positive values")
+    tokenizer = load_tokenizer(data_cfg.tokenizer)
+    pretrained = None
+    if is_pretrained_ref(model_cfg.model):
+        pretrained = read_pretrained_arch(model_cfg.model)
+        model_cfg = dataclasses.replace(model_cfg, **{
+            k: v for k, v in pretrained["extras"].items()
+            if k not in ("mini_layers", "mini_head") or getattr(model_cfg, k) is None})
+    model_cfg = resolve_model(model_cfg, tokenizer_vocab=len(tokenizer),
+                              pretrained=pretrained["arch"] if pretrained else None)
+    if data_cfg.max_seq_length + 2 > model_cfg.max_position_embeddings:
+        raise ConfigError(f"--max_seq_length {data_cfg.max_seq_length} needs {data_cfg.max_seq_length + 2} "
+                          f"positions, the model has {model_cfg.max_position_embeddings}; fix: lower "
+                          "--max_seq_length")
+    ds, train = resolve_ds_config(train.deepspeed_config, train, _world_env())
+    return model_cfg, data_cfg, train, ds, tokenizer, pretrained
+
+
+def run(sections: dict) -> dict:
+    from .. import engine as eng
+    from ..data import BatchPlan, build_blocks, text_unigram_entropy
+    from ..flops import pretrain_step_flops
+    from ..hf_io import export_hf, load_into, load_pretrained_state_dict
+    from ..masking import Masker
+    from ..model import MiniJointForMaskedLM
+    from ..trainer import Trainer
+
+    model_cfg, data_cfg, train, ds, tokenizer, pretrained = prepare(sections)
+    resolved = to_dict({"model": model_cfg, "data": data_cfg, "train": train})
+    check_output_dir(train.output_dir, train.resume, resolved)
+
+    rank, world = eng.init_distributed()
+    blocks = build_blocks(tokenizer, data_cfg.max_seq_length, data_cfg.train_files,
+                          data_cfg.dataset_name, data_cfg.dataset_config, data_cfg.text_field,
+                          data_cfg.cache_dir, is_main=rank == 0, barrier=eng.barrier)
+    plan = BatchPlan(len(blocks), train.global_batch_size, train.micro_batch_size, world, train.seed)
+    entropy = text_unigram_entropy(blocks, tokenizer)
+    if rank == 0:
+        os.makedirs(train.output_dir, exist_ok=True)
+        with open(os.path.join(train.output_dir, RUN_CONFIG), "w", encoding="utf-8") as fh:
+            json.dump(resolved, fh, indent=2)
+        tokenizer.save_pretrained(os.path.join(train.output_dir, "tokenizer"))
+        print(json.dumps(resolved, indent=2))
+        print(f"data: {len(blocks)} blocks of {data_cfg.max_seq_length} tokens; unigram entropy "
+              f"{entropy:.3f} nats; {plan.steps_per_epoch} steps per epoch", flush=True)
+    eng.barrier()
+
+    import torch
+    torch.manual_seed(train.seed)
+    model = eng.build_under_zero(lambda: MiniJointForMaskedLM(model_cfg), ds)
+    if pretrained is not None:
+        load_into(model, load_pretrained_state_dict(model_cfg.model))
+    local, full = eng.local_parameter_count(model)
+    engine = eng.initialize(model, ds)
+
+    start = 0
+    if train.resume:
+        tag, state = eng.load_checkpoint(engine, os.path.join(train.output_dir, "checkpoints"))
+        start = int(state["step"])
+        if rank == 0:
+            print(f"resumed from {tag} at step {start}", flush=True)
+
+    predicted = train.global_batch_size * data_cfg.max_seq_length * data_cfg.mlm_probability
+    flops = pretrain_step_flops(model_cfg, data_cfg.max_seq_length, train.global_batch_size, predicted)
+    trainer = Trainer(engine, train, blocks, plan, Masker(tokenizer, data_cfg.mlm_probability), flops,
+                      train.output_dir, rank, world, start_step=start)
+    summary = trainer.run()
+    local_all = [None] * world
+    import torch.distributed as dist
+    dist.all_gather_object(local_all, local)
+    summary.update(parameters=full, parameters_per_rank=local_all, unigram_entropy=entropy,
+                   zero_stage=int(ds.get("zero_optimization", {}).get("stage", 0)))
+
+    if rank == 0:
+        ckpt = os.path.join(train.output_dir, "checkpoints")
+        if train.export_hf and summary["steps"] == train.max_steps:
+            sd = eng.consolidated_state_dict(ckpt, eng.latest_tag(ckpt))
+            export_hf(sd, model_cfg, os.path.join(train.output_dir, "hf"),
+                      os.path.join(train.output_dir, "tokenizer"))
+        with open(os.path.join(train.output_dir, "summary.json"), "w", encoding="utf-8") as fh:
+            json.dump(summary, fh, indent=2)
+        print(f"done: step {summary['steps']}, loss {summary['final_loss']:.4f}"
+              + (f", mini loss {summary['final_mini_loss']:.4f}" if summary["final_mini_loss"] else "")
+              + f" (unigram entropy {entropy:.3f}); {summary['tokens_per_s']:.0f} tokens/s", flush=True)
+    eng.barrier()
+    return summary
+
+
+def main(argv=None) -> int:
+    parser = build_parser("minijoint", __doc__.split("\n\n")[0])
+    try:
+        run(parse_sections(parser, argv))
+        return 0
+    except ConfigError as exc:
+        if _rank_env() == 0:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    finally:
+        from ..engine import close_distributed
+        close_distributed()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""The training loop: deterministic batches, DeepSpeed steps, metrics, checkpoints, run summary.
+
+Losses are summed on the device and synchronised only on logging steps. Rank 0 draws the progress bar
+and writes ``metrics.jsonl`` (one line per logged step) and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+import torch.distributed as dist
+
+from . import engine as eng
+from .config import TrainConfig
+from .data import BatchPlan, step_generator
+from .flops import StepFlops
+from .masking import Masker
+
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass
+class Trainer:
+    engine: object
+    train: TrainConfig
+    blocks: object  # datasets.Dataset of packed blocks, torch format
+    plan: BatchPlan
+    masker: Masker
+    step_flops: StepFlops  # analytic FLOPs of one optimizer step (all ranks together)
+    output_dir: str
+    rank: int
+    world_size: int
+    on_checkpoint: Optional[Callable[[int], dict]] = None  # extra client state
+    start_step: int = 0
+    history: list = field(default_factory=list)
+
+    @property
+    def checkpoint_dir(self) -> str:
+        return os.path.join(self.output_dir, "checkpoints")
+
+    @property
+    def accumulation(self) -> int:
+        return self.engine.gradient_accumulation_steps()
+
+    def micro_batch(self, step: int, micro: int):
+        idx = self.plan.indices(step, micro, self.rank)
+        ids = self.blocks[idx]["input_ids"]
+        inputs, labels = self.masker(ids, step_generator(self.train.seed, step, micro, self.rank))
+        dev = self.engine.device
+        return inputs.to(dev), labels.to(dev)
+
+    def train_step(self, step: int) -> torch.Tensor:
+        """One optimizer step; returns [loss, mini_loss, masked tokens] summed over micro-batches."""
+        sums = torch.zeros(3, device=self.engine.device)
+        for micro in range(self.accumulation):
+            inputs, labels = self.micro_batch(step, micro)
+            # Dropout draws from a stream fixed by the position, so resume repeats the run exactly.
+            torch.manual_seed(self.train.seed * 7919 + (step * self.accumulation + micro) * 257 + self.rank)
+            out = self.engine(inputs, labels)
+            self.engine.backward(out.loss)
+            self.engine.step()
+            mini = out.mini_loss if out.mini_loss is not None else torch.zeros((), device=sums.device)
+            sums += torch.stack([out.mlm_loss.detach().float(), mini.detach().float(),
+                                 labels.ne(-100).sum().float()])
+        return sums
+
+    def _write_metrics(self, record: dict) -> None:
+        if self.rank == 0:
+            with open(os.path.join(self.output_dir, METRICS_FILE), "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    def save(self, step: int) -> None:
+        state = {"step": step, **(self.on_checkpoint(step) if self.on_checkpoint else {})}
+        eng.save_checkpoint(self.engine, self.checkpoint_dir, step, state)
+
+    def run(self) -> dict:
+        from tqdm.auto import tqdm
+
+        t = self.train
+        stop = min(t.max_steps, t.stop_at_step or t.max_steps)
+        tokens_per_step = t.global_batch_size * self.blocks[0]["input_ids"].numel()
+        window = torch.zeros(3, device=self.engine.device)
+        window_steps, window_start = 0, time.perf_counter()
+        start_time = time.perf_counter()
+        bar = tqdm(total=stop, initial=self.start_step, desc="train", disable=self.rank != 0,
+                   dynamic_ncols=True)
+        step = self.start_step
+        for step in range(self.start_step + 1, stop + 1):
+            window += self.train_step(step - 1)
+            window_steps += 1
+            bar.update(1)
+            if step % t.log_every == 0 or step == stop:
+                dist.all_reduce(window)  # sums over ranks: mean = sum / (ranks x micro-batches)
+                n = self.world_size * self.accumulation * window_steps
+                elapsed = time.perf_counter() - window_start
+                record = {
+                    "step": step,
+                    "loss": window[0].item() / n,
+                    "mini_loss": window[1].item() / n if self.engine.module.config.mini_head else None,
+                    "lr": self.engine.get_lr()[0],
+                    "tokens": step * tokens_per_step,
+                    "tokens_per_s": window_steps * tokens_per_step / max(elapsed, 1e-9),
+                    "flops": step * self.step_flops.total,
+                    "masked_tokens": int(window[2].item()),
+                }
+                self.history.append(record)
+                self._write_metrics(record)
+                bar.set_postfix(loss=f"{record['loss']:.3f}")
+                window.zero_()
+                window_steps, window_start = 0, time.perf_counter()
+            if t.save_every and step % t.save_every == 0 and step != stop:
+                self.save(step)
+        bar.close()
+        wall = time.perf_counter() - start_time
+        self.save(step)
+        return self.summary(step, wall, tokens_per_step)
+
+    def summary(self, step: int, wall: float, tokens_per_step: int) -> dict:
+        done = step - self.start_step
+        peak = torch.tensor([eng.peak_memory_bytes()], dtype=torch.float64, device=self.engine.device)
+        peaks = [torch.zeros_like(peak) for _ in range(self.world_size)]
+        dist.all_gather(peaks, peak)
+        out = {
+            "steps": step,
+            "steps_this_run": done,
+            "tokens": step * tokens_per_step,
+            "flops": step * self.step_flops.total,
+            "flops_per_step": self.step_flops.as_dict(),
+            "wall_clock_s": wall,
+            "tokens_per_s": done * tokens_per_step / max(wall, 1e-9),
+            "achieved_flops_per_s": done * self.step_flops.total / max(wall, 1e-9),
+            "peak_memory_bytes_per_rank": [int(p.item()) for p in peaks],
+            "world_size": self.world_size,
+            "final_loss": self.history[-1]["loss"] if self.history else None,
+            "final_mini_loss": self.history[-1]["mini_loss"] if self.history else None,
+        }
+        return out
