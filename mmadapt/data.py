@@ -19,12 +19,13 @@ import torch
 from .errors import ConfigError
 
 JSON_SUFFIXES = (".jsonl", ".json")
+PACK_BATCH = 1000  # texts packed together; each such batch drops its own last partial block
 
 
 def check_text_file(path: str, text_field: str = "text") -> None:
     """Exists, is UTF-8 throughout, and holds at least one non-blank text."""
     if not os.path.isfile(path):
-        raise ConfigError(f"training file {path}: not found; fix: check --train_files")
+        raise ConfigError(f"text file {path}: not found; fix: check the path (--train_files, --input)")
     decoder = codecs.getincrementaldecoder("utf-8")()
     has_text, offset = False, 0
     with open(path, "rb") as fh:
@@ -32,21 +33,21 @@ def check_text_file(path: str, text_field: str = "text") -> None:
             try:
                 text = decoder.decode(chunk)
             except UnicodeDecodeError as exc:
-                raise ConfigError(f"training file {path}: not UTF-8 at byte {offset + exc.start}; fix: "
-                                  "convert it (iconv -t UTF-8) or drop it from --train_files") from None
+                raise ConfigError(f"text file {path}: not UTF-8 at byte {offset + exc.start}; fix: "
+                                  "convert it (iconv -t UTF-8) or leave it out") from None
             has_text = has_text or bool(text.strip())
             offset += len(chunk)
         try:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
-            raise ConfigError(f"training file {path}: ends inside a UTF-8 character; fix: convert or "
+            raise ConfigError(f"text file {path}: ends inside a UTF-8 character; fix: convert or "
                               "repair it") from None
     if not has_text:
-        raise ConfigError(f"training file {path}: empty; fix: give a file with text or drop it")
+        raise ConfigError(f"text file {path}: empty; fix: give a file with text or drop it")
     if path.endswith(JSON_SUFFIXES):
         for _ in _iter_jsonl(path, text_field):
             return
-        raise ConfigError(f"training file {path}: no record has text in field {text_field!r}; fix: set "
+        raise ConfigError(f"text file {path}: no record has text in field {text_field!r}; fix: set "
                           "--text_field")
 
 
@@ -58,10 +59,10 @@ def _iter_jsonl(path: str, text_field: str) -> Iterator[str]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ConfigError(f"training file {path}:{lineno}: not JSON ({exc.msg}); fix: one JSON "
+                raise ConfigError(f"text file {path}:{lineno}: not JSON ({exc.msg}); fix: one JSON "
                                   "object a line") from None
             if not isinstance(record, dict) or text_field not in record:
-                raise ConfigError(f"training file {path}:{lineno}: no field {text_field!r}; fix: set "
+                raise ConfigError(f"text file {path}:{lineno}: no field {text_field!r}; fix: set "
                                   "--text_field to the field holding the text")
             text = str(record[text_field]).strip()
             if text:
@@ -127,7 +128,7 @@ def build_blocks(tokenizer, seq_len: int, files: list, dataset_name: Optional[st
             raw = datasets.Dataset.from_dict({"text": list(texts)})
         tokenized = raw.map(lambda b: {"input_ids": tokenizer(b["text"])["input_ids"]}, batched=True,
                             remove_columns=raw.column_names, desc="tokenize")
-        blocks = tokenized.map(pack_blocks, batched=True, batch_size=1000, fn_kwargs={"seq_len": seq_len},
+        blocks = tokenized.map(pack_blocks, batched=True, batch_size=PACK_BATCH, fn_kwargs={"seq_len": seq_len},
                                desc="pack")
         tmp = path + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)

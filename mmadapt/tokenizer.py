@@ -76,8 +76,9 @@ def load_tokenizer(path: str):
     except Exception as exc:  # noqa: BLE001 - transformers raises many types for a bad directory
         raise ConfigError(f"--tokenizer {path}: cannot load ({type(exc).__name__}: {exc}); fix: make one "
                           "with `mmadapt tokenizer train`") from None
+    vocab = tok.get_vocab()
     for token, want in SPECIAL_LAYOUT.items():
-        got = tok.convert_tokens_to_ids(token)
+        got = vocab.get(token, "missing")
         if got != want:
             raise ConfigError(f"--tokenizer {path}: special token {token} has id {got}, expected {want} "
                               "(XLM-R layout); fix: retrain with `mmadapt tokenizer train`")

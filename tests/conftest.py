@@ -24,3 +24,16 @@ def tiny_config(**over) -> ModelConfig:
 def cfg():
     torch.manual_seed(0)
     return tiny_config()
+
+
+@pytest.fixture(scope="session")
+def text_and_tokenizer(tmp_path_factory):
+    """A small generated corpus and a tokenizer trained on it (no hub, no shared data)."""
+    from mmadapt.textgen import write_corpus
+    from mmadapt.tokenizer import train_tokenizer
+
+    root = tmp_path_factory.mktemp("corpus")
+    text = root / "text.txt"
+    write_corpus(str(text), 3000, seed=0)
+    tok = train_tokenizer([str(text)], 120, str(root / "tok"))
+    return str(text), str(root / "tok"), tok

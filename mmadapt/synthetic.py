@@ -1,0 +1,588 @@
+"""Seeded synthetic SOURCE and TARGET languages: the built-in benchmark for mini-model adaptation.
+
+Both languages realise the same meaning representations (``Sentence`` trees of ``Clause`` and ``NP``)
+over one lexicon of made-up lemmas, so they share meaning and structure but no surface form:
+
+* Nouns fall into four noun classes (animate, plant, tool, place) and inflect for number. Determiners,
+  pronouns and relative pronouns agree with their noun in class and number; verbs agree with their
+  subject in number and select the class of their subject and object; adjectives come in antonym pairs
+  that modify nouns of one class only. A masked word is thus predictable, but only from its context:
+  a small model must learn agreement and selection to fill it in.
+* Sentences (6-30 words) chain up to three clauses. A later clause's subject is often a pronoun that
+  agrees with a noun of an earlier clause (the only one of its class and number there, so it is
+  resolvable), and subject relative clauses separate a subject from its agreeing verb. These long-range
+  dependencies are what depth is needed for.
+* SOURCE is SVO, ``det adj noun [rel-clause]``, negation before the verb. TARGET is SOV by default
+  (``--word_order svo`` keeps SVO) with ``[rel-clause] noun adj det`` and negation after the verb, and
+  spells every stem and inflection suffix from a different alphabet. Each source form maps to one target
+  form (``dictionary.tsv``), so a translation pair has the same words up to translation and order:
+  transfer to TARGET can only come from the shared structure and meaning, not from the surface.
+
+The sentence-pair task (XNLI schema; 0 entailment, 1 neutral, 2 contradiction) is labelled from the
+meanings. A sentence asserts atomic facts: events (verb, subject, object, negated) and properties
+(entity, adjective). Conventions of this made-up world: within a pair, the same noun lemma and number
+name the same entity; a subject does one thing per verb ("X eats A" rules out "X eats B"); antonyms are
+complementary ("not big" = "small"). A hypothesis is one clause made from a premise clause (resolved
+pronoun, extracted relative clause, or main clause) by dropping modifiers, negating, or substituting a
+noun, verb, adjective or role; it is kept when its facts, checked against the premise's, give the label
+wanted. Surface overlap is therefore a weak cue (see ``lexical_overlap_baseline``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass, replace
+from itertools import accumulate
+from bisect import bisect
+
+from mmadapt.errors import ConfigError
+
+NOUN_CLASSES = ("animate", "plant", "tool", "place")
+ENTAILMENT, NEUTRAL, CONTRADICTION = 0, 1, 2
+# Disjoint letters make every source string differ from every target string.
+ALPHABETS = {"source": ("ptkmnsl", "aiu"), "target": ("bdgvzrh", "eoy")}
+MIN_LEXICON, MAX_LEXICON = 40, 5000
+# Shape of the sampled sentences: probabilities of the optional parts.
+P_COPULA, P_NEGATED, P_PLURAL, P_ADJECTIVE, P_RELATIVE, P_PRONOUN = 0.15, 0.2, 0.3, 0.35, 0.15, 0.6
+CLAUSE_COUNTS, CLAUSE_WEIGHTS = (1, 2, 3), (0.45, 0.4, 0.15)
+MIN_WORDS, MAX_WORDS = 6, 30
+N_CONJUNCTIONS = 3
+OUTPUT_FILES = ("source.train.txt", "source.test.txt", "target.train.txt", "target.test.txt",
+                "parallel.tsv", "dictionary.tsv", "dictionary.lemmas.tsv", "task.source.train.jsonl",
+                "task.source.test.jsonl", "task.target.test.jsonl", "meta.json")
+
+
+@dataclass
+class SyntheticConfig:
+    seed: int = 0
+    lexicon_size: int = 400  # content lemmas (nouns, verbs, adjectives); ~30 function words come on top
+    word_order: str = "sov"  # of TARGET; SOURCE is always SVO
+    source_sentences: int = 60000  # 95% train, 5% test
+    target_sentences: int = 60000
+    parallel_pairs: int = 2000
+    task_train: int = 6000
+    task_test: int = 1500
+
+
+# ----------------------------------------------------------------------------------------- meanings
+@dataclass(slots=True)  # meanings are never mutated: edits make new ones
+class NP:
+    noun: int
+    plural: bool
+    adj: int | None = None
+    rel: Clause | None = None  # subject relative clause; its subject is this noun
+    pronoun: bool = False  # said as a pronoun agreeing with `noun`, its antecedent
+
+
+@dataclass(slots=True)
+class Clause:
+    subject: NP
+    verb: int | None = None  # None: copular clause "subject is adj"
+    obj: NP | None = None
+    adj: int | None = None
+    negated: bool = False
+
+
+@dataclass(slots=True)
+class Sentence:
+    clauses: tuple[Clause, ...]
+    conjunctions: tuple[int, ...] = ()  # one between each two clauses
+
+
+# ------------------------------------------------------------------------------------------ lexicon
+@dataclass
+class Lexicon:
+    """Lemma classes and frames (shared by both languages) and each language's words."""
+    noun_class: list[int]
+    verb_frame: list[tuple[int, int | None]]  # (subject class, object class or None: intransitive)
+    adj_class: list[int]  # adjectives 2k and 2k+1 are antonyms
+    words: dict[str, dict]  # language -> part of speech -> forms, see _make_words
+    stems: dict[str, dict[str, list[str]]]  # language -> noun/verb/adj -> lemma stems
+
+    def __post_init__(self):
+        by = lambda classes: [[i for i, c in enumerate(classes) if c == k] for k in range(4)]  # noqa
+        self.nouns_by_class, self.adjs_by_class = by(self.noun_class), by(self.adj_class)
+        self.verbs_by_subject = by([s for s, _ in self.verb_frame])
+
+    def forms(self, lang: str) -> list[str]:
+        """Every surface form of `lang`, in a fixed order that aligns the two languages."""
+        w = self.words[lang]
+        agreeing = [f for key in ("det", "pron", "rel") for pair in w[key] for f in pair]
+        return (agreeing + w["cop"] + [w["neg"]] + w["conj"] + [f for p in w["noun"] for f in p]
+                + [f for p in w["verb"] for f in p] + w["adj"])
+
+    def dictionary(self) -> list[tuple[str, str]]:
+        return list(zip(self.forms("source"), self.forms("target")))
+
+
+def _spread(rng, n: int) -> list[int]:
+    """n noun-class ids, as even as possible, in random order (every class is covered)."""
+    out = [i % 4 for i in range(n)]
+    rng.shuffle(out)
+    return out
+
+
+def build_lexicon(seed: int, size: int) -> Lexicon:
+    rng = random.Random(f"{seed}:lexicon")
+    n_pairs = max(4, round(size * 0.15))
+    n_nouns = round(size * 0.4)
+    n_verbs = size - n_nouns - 2 * n_pairs
+    noun_class = _spread(rng, n_nouns)
+    adj_class = [c for c in _spread(rng, n_pairs) for _ in (0, 1)]
+    # Two verbs per subject class first, so every class can be a subject; then mostly animate ones.
+    subjects = _spread(rng, 8) + rng.choices(range(4), weights=(0.55, 0.15, 0.15, 0.15), k=n_verbs - 8)
+    verb_frame = [(s, None if rng.random() < 0.25 else rng.randrange(4)) for s in subjects]
+    words, stems = {}, {}
+    for lang in ALPHABETS:
+        words[lang], stems[lang] = _make_words(random.Random(f"{seed}:{lang}:words"), lang,
+                                               n_nouns, n_verbs, len(adj_class))
+    return Lexicon(noun_class, verb_frame, adj_class, words, stems)
+
+
+def _make_words(rng, lang: str, n_nouns: int, n_verbs: int, n_adjs: int):
+    consonants, vowels = ALPHABETS[lang]
+    syllables = [c + v for c in consonants for v in vowels]
+    used: set[str] = set()
+
+    def word(lengths, suffixes=("",)):
+        # Resample until no form collides with any form already made: forms are unambiguous.
+        while True:
+            stem = "".join(rng.choice(syllables) for _ in range(rng.choice(lengths)))
+            forms = [stem + s for s in suffixes]
+            if not used.intersection(forms) and len(set(forms)) == len(forms):
+                used.update(forms)
+                return stem, forms
+
+    plural, verb_sg, verb_pl = rng.sample(syllables, 3)  # this language's own inflection suffixes
+    short = lambda: word((1, 2))[1][0]  # noqa: E731 - function words
+    agreeing = lambda: [[short(), short()] for _ in NOUN_CLASSES]  # noqa: E731 - [class][plural]
+    w = {"det": agreeing(), "pron": agreeing(), "rel": agreeing(), "cop": [short(), short()],
+         "neg": short(), "conj": [short() for _ in range(N_CONJUNCTIONS)]}
+    nouns = [word((2, 3), ("", plural)) for _ in range(n_nouns)]
+    verbs = [word((2, 3), (verb_sg, verb_pl)) for _ in range(n_verbs)]
+    adjs = [word((2, 3)) for _ in range(n_adjs)]
+    w.update(noun=[f for _, f in nouns], verb=[f for _, f in verbs], adj=[f[0] for _, f in adjs])
+    return w, {"noun": [s for s, _ in nouns], "verb": [s for s, _ in verbs], "adj": [s for s, _ in adjs]}
+
+
+# ----------------------------------------------------------------------------------------- realising
+class Realiser:
+    """Says a meaning in one language, word by word."""
+
+    def __init__(self, lex: Lexicon, lang: str, word_order: str = "sov"):
+        self.lex, self.w = lex, lex.words[lang]
+        self.target, self.sov = lang == "target", lang == "target" and word_order == "sov"
+
+    def np(self, np: NP) -> list[str]:
+        cls, n = self.lex.noun_class[np.noun], int(np.plural)
+        if np.pronoun:
+            return [self.w["pron"][cls][n]]
+        noun, det = self.w["noun"][np.noun][n], self.w["det"][cls][n]
+        adj = [self.w["adj"][np.adj]] if np.adj is not None else []
+        rel = self.relative(np) if np.rel is not None else []
+        return rel + [noun] + adj + [det] if self.target else [det] + adj + [noun] + rel
+
+    def relative(self, head: NP) -> list[str]:
+        r, n = head.rel, int(head.plural)
+        pron = self.w["rel"][self.lex.noun_class[head.noun]][n]
+        neg = [self.w["neg"]] if r.negated else []
+        obj = self.np(r.obj) if r.obj is not None else []
+        verb = [self.w["verb"][r.verb][n]]
+        return obj + verb + neg + [pron] if self.target else [pron] + neg + verb + obj
+
+    def clause(self, c: Clause) -> list[str]:
+        subj, n = self.np(c.subject), int(c.subject.plural)
+        neg = [self.w["neg"]] if c.negated else []
+        if c.verb is None:
+            pred, comp = [self.w["cop"][n]], [self.w["adj"][c.adj]]
+        else:
+            pred, comp = [self.w["verb"][c.verb][n]], self.np(c.obj) if c.obj is not None else []
+        if self.sov:
+            return subj + comp + pred + neg
+        return subj + pred + neg + comp if self.target else subj + neg + pred + comp
+
+    def sentence(self, s: Sentence) -> str:
+        words = self.clause(s.clauses[0])
+        for conj, c in zip(s.conjunctions, s.clauses[1:]):
+            words += [self.w["conj"][conj]] + self.clause(c)
+        return " ".join(words)
+
+
+def _np_length(np: NP | None) -> int:
+    if np is None or np.pronoun:
+        return int(np is not None)
+    rel = 0 if np.rel is None else 2 + np.rel.negated + _np_length(np.rel.obj)
+    return 2 + (np.adj is not None) + rel
+
+
+def sentence_length(s: Sentence) -> int:
+    """Words in either language (translation is word for word)."""
+    return len(s.clauses) - 1 + sum(_np_length(c.subject) + 1 + c.negated + (
+        1 if c.verb is None else _np_length(c.obj)) for c in s.clauses)
+
+
+# -------------------------------------------------------------------------------------- semantics
+def resolved_clauses(s: Sentence) -> list[Clause]:
+    """The clauses a sentence asserts, pronouns replaced by their antecedents, relative clauses made
+    main clauses: each one a possible hypothesis (or source of one)."""
+    bare = lambda np: None if np is None else NP(np.noun, np.plural, None if np.pronoun else np.adj)  # noqa
+    out = []
+    for c in s.clauses:
+        for np in (c.subject, c.obj):
+            if np is not None and np.rel is not None:
+                out.append(Clause(bare(np), np.rel.verb, bare(np.rel.obj), None, np.rel.negated))
+        out.append(Clause(bare(c.subject), c.verb, bare(c.obj), c.adj, c.negated))
+    return out
+
+
+def clause_facts(c: Clause) -> list[tuple]:
+    """Atomic facts of a resolved clause: its event or property, plus its modifiers' properties."""
+    ent = lambda np: (np.noun, np.plural)  # noqa: E731 - same lemma and number: same entity
+    facts = [("prop", ent(np), np.adj) for np in (c.subject, c.obj) if np is not None and np.adj is not None]
+    if c.verb is None:  # "X is not big" says "X is small": antonyms (2k, 2k+1) are complementary
+        facts.append(("prop", ent(c.subject), c.adj ^ int(c.negated)))
+    else:
+        facts.append(("event", c.verb, ent(c.subject), None if c.obj is None else ent(c.obj), c.negated))
+    return facts
+
+
+def sentence_facts(s: Sentence) -> list[tuple]:
+    return [f for c in resolved_clauses(s) for f in clause_facts(c)]
+
+
+def fact_status(facts: list[tuple], f: tuple) -> int:
+    """ENTAILMENT if `facts` imply f, CONTRADICTION if they imply its negation, else NEUTRAL."""
+    if f[0] == "prop":
+        for g in facts:
+            if g[0] == "prop" and g[1] == f[1] and g[2] >> 1 == f[2] >> 1:
+                return ENTAILMENT if g[2] == f[2] else CONTRADICTION
+        return NEUTRAL
+    _, verb, subj, obj, negated = f
+    same = [g for g in facts if g[0] == "event" and g[1] == verb and g[2] == subj]
+    for g in same:
+        if g[3] == obj:
+            return ENTAILMENT if g[4] == negated else CONTRADICTION
+    for g in same:  # one event per (verb, subject): doing it to another object rules this one out
+        if not g[4] and obj is not None and g[3] is not None:
+            return ENTAILMENT if negated else CONTRADICTION
+    return NEUTRAL
+
+
+def judge(premise_facts: list[tuple], hypothesis_facts: list[tuple]) -> int:
+    status = [fact_status(premise_facts, f) for f in hypothesis_facts]
+    if CONTRADICTION in status:
+        return CONTRADICTION
+    return ENTAILMENT if all(s == ENTAILMENT for s in status) else NEUTRAL
+
+
+def consistent(facts: list[tuple]) -> bool:
+    return all(fact_status(facts[:i] + facts[i + 1:], f) != CONTRADICTION for i, f in enumerate(facts))
+
+
+# ---------------------------------------------------------------------------------------- sampling
+class _Zipf:
+    """Draws from items with weight 1/rank, so a few lemmas are frequent and most are rare."""
+
+    def __init__(self, items):
+        self.items, self.cum = list(items), list(accumulate(1 / (r + 1) for r in range(len(items))))
+
+    def __call__(self, rng):  # what rng.choices does, without its overhead
+        return self.items[bisect(self.cum, rng.random() * self.cum[-1])]
+
+
+class Sampler:
+    """Random meanings: sentences for the corpora, premise/hypothesis pairs for the task."""
+
+    def __init__(self, lex: Lexicon, rng: random.Random):
+        self.lex, self.rng = lex, rng
+        self.nouns = [_Zipf(ns) for ns in lex.nouns_by_class]
+        self.verbs = [_Zipf(vs) for vs in lex.verbs_by_subject]
+        self.adjs = [_Zipf(a) for a in lex.adjs_by_class]
+        self.subject_class = _Zipf(sorted(range(4), key=lambda k: -len(lex.verbs_by_subject[k])))
+
+    def np(self, cls: int, relative: bool) -> NP:
+        r = self.rng
+        noun, plural = self.nouns[cls](r), r.random() < P_PLURAL
+        adj = self.adjs[cls](r) if r.random() < P_ADJECTIVE else None
+        rel = None
+        if relative and r.random() < P_RELATIVE:  # its subject is the head noun itself
+            rel = self.clause(cls, NP(noun, plural), relative=False)
+            rel = rel if rel.verb is not None else None  # relative clauses are events ("that eats ...")
+        return NP(noun, plural, adj, rel)
+
+    def clause(self, cls: int | None = None, subject: NP | None = None, relative: bool = True) -> Clause:
+        r = self.rng
+        cls = cls if cls is not None else self.subject_class(r)
+        negated = r.random() < P_NEGATED
+        if r.random() < P_COPULA:
+            return Clause(subject or self.np(cls, relative), adj=self.adjs[cls](r), negated=negated)
+        verb = self.verbs[cls](r)
+        obj_cls = self.lex.verb_frame[verb][1]
+        obj = None if obj_cls is None else self.np(obj_cls, relative)
+        return Clause(subject or self.np(cls, relative), verb, obj, negated=negated)
+
+    def sentence(self) -> Sentence:
+        while True:
+            s = self._sentence()
+            if MIN_WORDS <= sentence_length(s) <= MAX_WORDS and consistent(sentence_facts(s)):
+                return s
+
+    def _sentence(self) -> Sentence:
+        r, classes = self.rng, self.lex.noun_class
+        clauses = [self.clause()]
+        for _ in range(r.choices(CLAUSE_COUNTS, CLAUSE_WEIGHTS)[0] - 1):
+            # A pronoun may refer to any earlier noun that is the only one of its class and number,
+            # so that the reader (and the model) can resolve it from agreement alone.
+            nps = {(np.noun, np.plural) for c in clauses for np in _nps(c)}
+            keys = Counter((classes[n], p) for n, p in nps)
+            unique = sorted((n, p) for n, p in nps if keys[classes[n], p] == 1)
+            if unique and r.random() < P_PRONOUN:
+                noun, plural = r.choice(unique)
+                clauses.append(self.clause(classes[noun], NP(noun, plural, pronoun=True)))
+            else:
+                clauses.append(self.clause())
+        return Sentence(tuple(clauses), tuple(r.randrange(N_CONJUNCTIONS) for _ in clauses[1:]))
+
+    # Hypothesis moves: each edits a resolved premise clause; `judge` decides the label of the result.
+    def _other(self, kind: str, items, current=None):
+        """Another item, mostly one the premise mentions, so that substitutions seldom add new words."""
+        choices = [x for x in items if x != current]
+        known = [x for x in choices if x in self.mentioned[kind]]
+        return self.rng.choice(known if known and self.rng.random() < 0.75 else choices or [None])
+
+    def _noun_like(self, np: NP) -> NP | None:
+        """Another entity of the same noun class: mostly one of the premise's, in its number there."""
+        cls = self.lex.noun_class[np.noun]
+        known = [e for e in self.mentioned["entity"]
+                 if self.lex.noun_class[e[0]] == cls and e != (np.noun, np.plural)]
+        if known and self.rng.random() < 0.75:
+            return NP(*self.rng.choice(known))
+        noun = self._other("noun", self.lex.nouns_by_class[cls], np.noun)
+        return None if noun is None else NP(noun, np.plural)
+
+    def _drop_modifiers(self, c: Clause, p: float = 0.5) -> Clause:
+        drop = lambda np: np if np is None or self.rng.random() >= p else replace(np, adj=None)  # noqa
+        return replace(c, subject=drop(c.subject), obj=drop(c.obj))
+
+    def _negate(self, c):
+        return replace(c, negated=not c.negated)
+
+    def _other_object(self, c):
+        obj = c.obj and self._noun_like(c.obj)
+        return obj and replace(c, obj=obj)
+
+    def _other_subject(self, c):
+        subject = self._noun_like(c.subject)
+        return subject and replace(c, subject=subject)
+
+    def _other_verb(self, c):
+        if c.verb is None:
+            return None
+        frame = self.lex.verb_frame[c.verb]
+        verb = self._other("verb", [v for v, f in enumerate(self.lex.verb_frame) if f == frame], c.verb)
+        return verb is not None and replace(c, verb=verb)
+
+    def _swap_roles(self, c):
+        ok = c.obj is not None and self.lex.noun_class[c.obj.noun] == self.lex.noun_class[c.subject.noun]
+        return ok and replace(c, subject=c.obj, obj=c.subject)
+
+    def _add_adjective(self, c):
+        key = self.rng.choice(["subject", "obj"] if c.obj is not None else ["subject"])
+        np = getattr(c, key)
+        adj = self._other("adj", self.lex.adjs_by_class[self.lex.noun_class[np.noun]])
+        return replace(c, **{key: replace(np, adj=adj ^ self.rng.randrange(2))})  # or its antonym
+
+    def _copula(self, c):
+        """ "X is (not) A" about an entity of the clause, A often from a pair the premise uses."""
+        np = self.rng.choice([x for x in (c.subject, c.obj) if x is not None])
+        adj = self._other("adj", self.lex.adjs_by_class[self.lex.noun_class[np.noun]])
+        if np.adj is not None and self.rng.random() < 0.5:
+            adj = np.adj ^ self.rng.randrange(2)
+        return Clause(NP(np.noun, np.plural), adj=adj, negated=self.rng.random() < 0.5)
+
+    MOVES = {ENTAILMENT: ("_drop_modifiers", "_copula", "_other_object"),
+             CONTRADICTION: ("_negate", "_other_object", "_copula", "_add_adjective"),
+             NEUTRAL: ("_other_subject", "_other_subject", "_swap_roles", "_swap_roles", "_other_verb",
+                       "_add_adjective", "_copula")}
+
+    def pair(self, label: int, realiser: Realiser) -> tuple[Sentence, Clause]:
+        """A premise and a one-clause hypothesis whose facts give `label` against the premise's.
+
+        The number of hypothesis words missing from the premise (0, 1, 2+) is drawn independently of
+        the label, so that word overlap says nothing about it."""
+        r = self.rng
+        new_words = r.randrange(3)
+        while True:
+            premise = self.sentence()
+            facts, clauses = sentence_facts(premise), resolved_clauses(premise)
+            text = realiser.sentence(premise)
+            nps = [np for c in clauses for np in (c.subject, c.obj) if np is not None]
+            self.mentioned = {"noun": {np.noun for np in nps}, "verb": {c.verb for c in clauses},
+                              "entity": sorted({(np.noun, np.plural) for np in nps}),
+                              "adj": {f[2] for f in facts if f[0] == "prop"}}
+            for _ in range(20):
+                h = getattr(self, r.choice(self.MOVES[label]))(self._drop_modifiers(r.choice(clauses), 0.3))
+                if h and r.random() < 0.25:  # negation then marks no label in particular
+                    h = self._negate(h)
+                if not h or judge(facts, clause_facts(h)) != label:
+                    continue
+                hypothesis = realiser.sentence(Sentence((h,)))
+                new = min(2, len(set(hypothesis.split()) - set(text.split())))
+                if new == new_words and hypothesis != text:
+                    return premise, h
+
+
+def _nps(c: Clause):
+    for np in (c.subject, c.obj):
+        if np is not None:
+            yield np
+            if np.rel is not None and np.rel.obj is not None:
+                yield np.rel.obj
+
+
+def task_pairs(lex: Lexicon, rng: random.Random, n: int) -> list[tuple[Sentence, Clause, int]]:
+    """n labelled meaning pairs, labels in equal thirds (within one) in random order."""
+    labels = [i % 3 for i in range(n)]
+    rng.shuffle(labels)
+    sampler, realiser = Sampler(lex, rng), Realiser(lex, "source")
+    return [(*sampler.pair(label, realiser), label) for label in labels]
+
+
+def lexical_overlap_baseline(train: list[dict], test: list[dict]) -> float:
+    """Accuracy of a surface heuristic: the majority train label per (number of hypothesis words not in
+    the premise, which of the 20 most frequent words are among them). It sees word overlap and
+    function-word cues (negation, copula) but not meaning; a task it solves is too easy."""
+    frequent = {w for w, _ in Counter(w for x in train for w in x["hypothesis"].split()).most_common(20)}
+
+    def key(x):
+        new = set(x["hypothesis"].split()) - set(x["premise"].split())
+        return min(len(new), 3), tuple(sorted(new & frequent))
+
+    votes: dict = {}
+    for x in train:
+        votes.setdefault(key(x), Counter())[x["label"]] += 1
+    default = Counter(x["label"] for x in train).most_common(1)[0][0]
+    hits = sum((votes[key(x)].most_common(1)[0][0] if key(x) in votes else default) == x["label"]
+               for x in test)
+    return hits / max(1, len(test))
+
+
+# ------------------------------------------------------------------------------------------ output
+def unigram_entropy(lines: list[str]) -> float:
+    """Entropy in nats of the word unigram distribution of a corpus."""
+    counts = Counter(w for line in lines for w in line.split())
+    total = sum(counts.values())
+    return -sum(c / total * math.log(c / total) for c in counts.values())
+
+
+def _check(cfg: SyntheticConfig, output_dir: str) -> None:
+    if not MIN_LEXICON <= cfg.lexicon_size <= MAX_LEXICON:
+        raise ConfigError(f"--lexicon_size {cfg.lexicon_size}: outside {MIN_LEXICON}..{MAX_LEXICON}; "
+                          f"fix: pick a size in that range (default 400)")
+    if cfg.word_order not in ("sov", "svo"):
+        raise ConfigError(f"--word_order {cfg.word_order!r}: unknown; fix: use sov or svo")
+    for name in ("source_sentences", "target_sentences"):
+        if getattr(cfg, name) < 2:
+            raise ConfigError(f"--{name} {getattr(cfg, name)}: needs a train and a test line; fix: use >= 2")
+    for name in ("parallel_pairs", "task_train", "task_test"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"--{name} {getattr(cfg, name)}: must be positive; fix: use >= 1")
+    if os.path.exists(output_dir) and (not os.path.isdir(output_dir)
+                                       or not set(os.listdir(output_dir)) <= set(OUTPUT_FILES)):
+        raise ConfigError(f"--output {output_dir}: exists and holds other files; fix: choose a new or "
+                          f"empty directory (an earlier output of this generator is replaced)")
+
+
+def generate(cfg: SyntheticConfig, output_dir: str) -> dict:
+    """Write the benchmark files of `cfg` into output_dir (atomically) and return the meta dict."""
+    _check(cfg, output_dir)
+    lex = build_lexicon(cfg.seed, cfg.lexicon_size)
+    src, tgt = Realiser(lex, "source"), Realiser(lex, "target", cfg.word_order)
+    stream = lambda name: random.Random(f"{cfg.seed}:{name}")  # noqa: E731 - independent samples
+    files: dict[str, list[str]] = {}
+    for lang, realiser, n in (("source", src, cfg.source_sentences), ("target", tgt, cfg.target_sentences)):
+        sampler = Sampler(lex, stream(f"{lang}-corpus"))
+        lines = [realiser.sentence(sampler.sentence()) for _ in range(n)]
+        n_test = max(1, n // 20)
+        files[f"{lang}.train.txt"], files[f"{lang}.test.txt"] = lines[n_test:], lines[:n_test]
+    sampler = Sampler(lex, stream("parallel"))
+    files["parallel.tsv"] = [f"{src.sentence(s)}\t{tgt.sentence(s)}"
+                             for s in (sampler.sentence() for _ in range(cfg.parallel_pairs))]
+    files["dictionary.tsv"] = [f"{s}\t{t}" for s, t in lex.dictionary()]
+    files["dictionary.lemmas.tsv"] = [f"{s}\t{t}\t{pos}" for pos in ("noun", "verb", "adj")
+                                      for s, t in zip(lex.stems["source"][pos], lex.stems["target"][pos])]
+    task = {}
+    for split, realiser, n in (("source.train", src, cfg.task_train), ("source.test", src, cfg.task_test),
+                               ("target.test", tgt, cfg.task_test)):
+        task[split] = [{"premise": realiser.sentence(p), "hypothesis": realiser.sentence(Sentence((h,))),
+                        "label": y} for p, h, y in task_pairs(lex, stream(f"task-{split}"), n)]
+        files[f"task.{split}.jsonl"] = [json.dumps(x) for x in task[split]]
+    meta = {
+        "generator": "mmadapt.synthetic",
+        "config": asdict(cfg),
+        "lines": {name: len(lines) for name, lines in files.items()},
+        "vocab": {"source_forms": len(lex.forms("source")), "target_forms": len(lex.forms("target")),
+                  "nouns": len(lex.noun_class), "verbs": len(lex.verb_frame), "adjectives": len(lex.adj_class),
+                  **{f"{n}_types": len({w for x in files[n] for w in x.split()})
+                     for n in ("source.train.txt", "target.train.txt")}},
+        "unigram_entropy_nats": {n: round(unigram_entropy(files[n]), 4)
+                                 for n in ("source.train.txt", "target.train.txt")},
+        "task_labels": {s: [sum(x["label"] == k for x in v) for k in range(3)] for s, v in task.items()},
+        "lexical_overlap_baseline_accuracy": round(
+            lexical_overlap_baseline(task["source.train"], task["source.test"]), 4),
+        "label_names": ["entailment", "neutral", "contradiction"],
+    }
+    texts = {name: "".join(line + "\n" for line in lines) for name, lines in files.items()}
+    texts["meta.json"] = json.dumps(meta, indent=2) + "\n"
+    _write_atomically(output_dir, texts)
+    return meta
+
+
+def _write_atomically(output_dir: str, texts: dict[str, str]) -> None:
+    """All files appear together or none do: write a sibling temp dir, then rename it into place."""
+    output_dir = os.path.abspath(output_dir)
+    parent = os.path.dirname(output_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".synthetic-", dir=parent)
+    old = tmp + ".old"
+    try:
+        os.chmod(tmp, 0o755)
+        for name, text in texts.items():
+            with open(os.path.join(tmp, name), "w", encoding="utf-8", newline="\n") as f:
+                f.write(text)
+        if os.path.exists(output_dir):  # an earlier output (checked in _check): swap it out
+            os.rename(output_dir, old)
+        os.rename(tmp, output_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m mmadapt.synthetic", description=__doc__.split("\n\n")[0])
+    p.add_argument("--output", required=True, help="directory to write (created; replaced if an old output)")
+    for name, default in asdict(SyntheticConfig()).items():
+        p.add_argument(f"--{name}", type=type(default), default=default,
+                       **({"choices": ("sov", "svo")} if name == "word_order" else {}))
+    args = vars(p.parse_args(argv))
+    output = args.pop("output")
+    try:
+        meta = generate(SyntheticConfig(**args), output)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {output}: {json.dumps(meta['lines'])}; entropy {meta['unigram_entropy_nats']}; "
+          f"lexical-overlap baseline {meta['lexical_overlap_baseline_accuracy']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
