@@ -169,6 +169,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, title: str) -> None
         tp = _base_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         kw: dict[str, Any] = {"help": f.metadata.get("help", ""), "default": argparse.SUPPRESS}
+        if "choices" in f.metadata:
+            kw["choices"] = f.metadata["choices"]
         if tp is bool:
             group.add_argument(f"--{f.name}", action="store_true", **kw)
             if default:

@@ -105,8 +105,10 @@ def load_into(model: torch.nn.Module, sd: dict, strict_prefixes: tuple = ("rober
     import deepspeed
 
     for name, param in model.named_parameters(remove_duplicate=False):
+        if name.endswith("decoder_weight"):
+            continue  # tied: loaded as the word embeddings
         if name not in sd:
-            if name.startswith(strict_prefixes) and not name.endswith("decoder_weight"):
+            if name.startswith(strict_prefixes):
                 raise ConfigError(f"pretrained weights lack {name}; fix: use a complete XLM-R/RoBERTa "
                                   "MLM checkpoint")
             continue
@@ -152,3 +154,14 @@ def export_hf(state_dict: dict, cfg: ModelConfig, out_dir: str, tokenizer_dir: O
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(tmp, out_dir)
     return out_dir
+
+
+def pretrained_model_config(path: str, **overrides) -> ModelConfig:
+    """The resolved ModelConfig of a pretrained directory (mini head settings from our own exports)."""
+    from .config import resolve_model
+
+    info = read_pretrained_arch(path)
+    extras = dict(info["extras"])
+    extras.setdefault("mini_head", False)
+    extras.update(overrides)
+    return resolve_model(ModelConfig(model=path, **extras), pretrained=info["arch"])

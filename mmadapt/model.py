@@ -262,17 +262,20 @@ class MiniJointForMaskedLM(nn.Module):
 
 
 class MiniModel(nn.Module):
-    """Embeddings + layers 1..k + an MLM head: the shallow model that step 2 trains through.
+    """Embeddings + ``depth`` layers + one MLM head: what step 2 trains through.
 
-    ``MiniModel.view(primary)`` shares the primary model's modules (no copy), so running it never
-    touches layers k+1..L; built standalone (``MiniModel(cfg)``), a DeepSpeed engine over it holds
-    only those parameters.
+    The MiniJoint mini-model is ``depth = mini_layers`` with the mini head; a MiniPost mini-model is
+    the frozen bottom layers plus its new ones; the standard path is ``depth = L`` with the primary
+    head. ``MiniModel.view(primary)`` shares the primary model's modules (no copy), so running it never
+    touches layers k+1..L; built standalone, a DeepSpeed engine over it holds only those parameters.
     """
 
-    def __init__(self, cfg: ModelConfig, shared: Optional[MiniJointForMaskedLM] = None):
+    def __init__(self, cfg: ModelConfig, depth: Optional[int] = None,
+                 shared: Optional[MiniJointForMaskedLM] = None):
         super().__init__()
         self.config = cfg
-        self.roberta = Encoder(cfg, cfg.mini_layers, shared=shared.roberta if shared else None)
+        self.depth = cfg.mini_layers if depth is None else depth
+        self.roberta = Encoder(cfg, self.depth, shared=shared.roberta if shared else None)
         self.head = (shared.mini_head if shared is not None
                      else MLMHead(cfg, self.roberta.embeddings.word_embeddings))
 
@@ -286,7 +289,10 @@ class MiniModel(nn.Module):
         attn_mask = padding_mask(input_ids, self.config.pad_token_id)
         x = self.roberta.embeddings(input_ids)
         for layer in self.roberta.encoder.layer:
-            x = layer(x, attn_mask)
+            if self.config.activation_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(layer, x, attn_mask, use_reentrant=False)
+            else:
+                x = layer(x, attn_mask)
         return x
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> MLMOutput:

@@ -24,8 +24,10 @@ meanings. A sentence asserts atomic facts: events (verb, subject, object, negate
 name the same entity; a subject does one thing per verb ("X eats A" rules out "X eats B"); antonyms are
 complementary ("not big" = "small"). A hypothesis is one clause made from a premise clause (resolved
 pronoun, extracted relative clause, or main clause) by dropping modifiers, negating, or substituting a
-noun, verb, adjective or role; it is kept when its facts, checked against the premise's, give the label
-wanted. Surface overlap is therefore a weak cue (see ``lexical_overlap_baseline``).
+noun, verb, adjective or role (substitutes mostly taken from the premise); it is kept when its facts,
+checked against the premise's, give the label wanted, and when its number of words missing from the
+premise (0, 1, 2+), drawn independently of the label, matches: surface overlap and new words are thus
+weak cues (see ``lexical_overlap_baseline``). Conjunctions all mean "and" here.
 """
 
 from __future__ import annotations
@@ -38,10 +40,10 @@ import random
 import shutil
 import sys
 import tempfile
+from bisect import bisect
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from itertools import accumulate
-from bisect import bisect
 
 from mmadapt.errors import ConfigError
 
@@ -118,9 +120,6 @@ class Lexicon:
         agreeing = [f for key in ("det", "pron", "rel") for pair in w[key] for f in pair]
         return (agreeing + w["cop"] + [w["neg"]] + w["conj"] + [f for p in w["noun"] for f in p]
                 + [f for p in w["verb"] for f in p] + w["adj"])
-
-    def dictionary(self) -> list[tuple[str, str]]:
-        return list(zip(self.forms("source"), self.forms("target")))
 
 
 def _spread(rng, n: int) -> list[int]:
@@ -287,15 +286,25 @@ def consistent(facts: list[tuple]) -> bool:
     return all(fact_status(facts[:i] + facts[i + 1:], f) != CONTRADICTION for i, f in enumerate(facts))
 
 
+def coherent(clauses: list[Clause]) -> bool:
+    """Resolved clauses that do not contradict themselves and do nothing to themselves ("the dog sees
+    the dog" would read as a different dog, against the same-entity convention)."""
+    reflexive = any(c.obj is not None and (c.obj.noun, c.obj.plural) == (c.subject.noun, c.subject.plural)
+                    for c in clauses)
+    return not reflexive and consistent([f for c in clauses for f in clause_facts(c)])
+
+
 # ---------------------------------------------------------------------------------------- sampling
-class _Zipf:
-    """Draws from items with weight 1/rank, so a few lemmas are frequent and most are rare."""
+def _draw(items: list, weights):
+    """draw(rng): a weighted choice, what rng.choices does without its overhead (sampling is most of
+    the generation time)."""
+    cum = list(accumulate(weights))
+    return lambda rng: items[bisect(cum, rng.random() * cum[-1])]
 
-    def __init__(self, items):
-        self.items, self.cum = list(items), list(accumulate(1 / (r + 1) for r in range(len(items))))
 
-    def __call__(self, rng):  # what rng.choices does, without its overhead
-        return self.items[bisect(self.cum, rng.random() * self.cum[-1])]
+def _zipf(items: list):
+    """Weight 1/rank: a few lemmas are frequent, most are rare, as in natural text."""
+    return _draw(items, [1 / (r + 1) for r in range(len(items))])
 
 
 class Sampler:
@@ -303,10 +312,11 @@ class Sampler:
 
     def __init__(self, lex: Lexicon, rng: random.Random):
         self.lex, self.rng = lex, rng
-        self.nouns = [_Zipf(ns) for ns in lex.nouns_by_class]
-        self.verbs = [_Zipf(vs) for vs in lex.verbs_by_subject]
-        self.adjs = [_Zipf(a) for a in lex.adjs_by_class]
-        self.subject_class = _Zipf(sorted(range(4), key=lambda k: -len(lex.verbs_by_subject[k])))
+        self.nouns = [_zipf(ns) for ns in lex.nouns_by_class]
+        self.verbs = [_zipf(vs) for vs in lex.verbs_by_subject]
+        self.adjs = [_zipf(a) for a in lex.adjs_by_class]
+        self.subject_class = _zipf(sorted(range(4), key=lambda k: -len(lex.verbs_by_subject[k])))
+        self.n_clauses = _draw(CLAUSE_COUNTS, CLAUSE_WEIGHTS)
 
     def np(self, cls: int, relative: bool) -> NP:
         r = self.rng
@@ -332,19 +342,21 @@ class Sampler:
     def sentence(self) -> Sentence:
         while True:
             s = self._sentence()
-            if MIN_WORDS <= sentence_length(s) <= MAX_WORDS and consistent(sentence_facts(s)):
+            if MIN_WORDS <= sentence_length(s) <= MAX_WORDS and coherent(resolved_clauses(s)):
                 return s
 
     def _sentence(self) -> Sentence:
         r, classes = self.rng, self.lex.noun_class
         clauses = [self.clause()]
-        for _ in range(r.choices(CLAUSE_COUNTS, CLAUSE_WEIGHTS)[0] - 1):
+        for _ in range(self.n_clauses(r) - 1):
             # A pronoun may refer to any earlier noun that is the only one of its class and number,
             # so that the reader (and the model) can resolve it from agreement alone.
-            nps = {(np.noun, np.plural) for c in clauses for np in _nps(c)}
-            keys = Counter((classes[n], p) for n, p in nps)
-            unique = sorted((n, p) for n, p in nps if keys[classes[n], p] == 1)
-            if unique and r.random() < P_PRONOUN:
+            unique = []
+            if r.random() < P_PRONOUN:
+                nps = {(np.noun, np.plural) for c in clauses for np in _nps(c)}
+                keys = Counter((classes[n], p) for n, p in nps)
+                unique = sorted((n, p) for n, p in nps if keys[classes[n], p] == 1)
+            if unique:
                 noun, plural = r.choice(unique)
                 clauses.append(self.clause(classes[noun], NP(noun, plural, pronoun=True)))
             else:
@@ -369,8 +381,9 @@ class Sampler:
         return None if noun is None else NP(noun, np.plural)
 
     def _drop_modifiers(self, c: Clause, p: float = 0.5) -> Clause:
-        drop = lambda np: np if np is None or self.rng.random() >= p else replace(np, adj=None)  # noqa
-        return replace(c, subject=drop(c.subject), obj=drop(c.obj))
+        def drop(np):
+            return np if np is None or np.adj is None or self.rng.random() >= p else NP(np.noun, np.plural)
+        return Clause(drop(c.subject), c.verb, drop(c.obj), c.adj, c.negated)
 
     def _negate(self, c):
         return replace(c, negated=not c.negated)
@@ -429,10 +442,11 @@ class Sampler:
                               "entity": sorted({(np.noun, np.plural) for np in nps}),
                               "adj": {f[2] for f in facts if f[0] == "prop"}}
             for _ in range(20):
-                h = getattr(self, r.choice(self.MOVES[label]))(self._drop_modifiers(r.choice(clauses), 0.3))
+                move = getattr(self, r.choice(self.MOVES[label]))
+                h = move(self._drop_modifiers(r.choice(clauses), 0.3))
                 if h and r.random() < 0.25:  # negation then marks no label in particular
                     h = self._negate(h)
-                if not h or judge(facts, clause_facts(h)) != label:
+                if not h or judge(facts, clause_facts(h)) != label or not coherent([h]):
                     continue
                 hypothesis = realiser.sentence(Sentence((h,)))
                 new = min(2, len(set(hypothesis.split()) - set(text.split())))
@@ -489,12 +503,10 @@ def _check(cfg: SyntheticConfig, output_dir: str) -> None:
                           f"fix: pick a size in that range (default 400)")
     if cfg.word_order not in ("sov", "svo"):
         raise ConfigError(f"--word_order {cfg.word_order!r}: unknown; fix: use sov or svo")
-    for name in ("source_sentences", "target_sentences"):
-        if getattr(cfg, name) < 2:
-            raise ConfigError(f"--{name} {getattr(cfg, name)}: needs a train and a test line; fix: use >= 2")
-    for name in ("parallel_pairs", "task_train", "task_test"):
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"--{name} {getattr(cfg, name)}: must be positive; fix: use >= 1")
+    for name, least in (("source_sentences", 2), ("target_sentences", 2), ("parallel_pairs", 1),
+                        ("task_train", 1), ("task_test", 1)):  # a corpus needs a train and a test line
+        if getattr(cfg, name) < least:
+            raise ConfigError(f"--{name} {getattr(cfg, name)}: too small; fix: use at least {least}")
     if os.path.exists(output_dir) and (not os.path.isdir(output_dir)
                                        or not set(os.listdir(output_dir)) <= set(OUTPUT_FILES)):
         raise ConfigError(f"--output {output_dir}: exists and holds other files; fix: choose a new or "
@@ -516,7 +528,7 @@ def generate(cfg: SyntheticConfig, output_dir: str) -> dict:
     sampler = Sampler(lex, stream("parallel"))
     files["parallel.tsv"] = [f"{src.sentence(s)}\t{tgt.sentence(s)}"
                              for s in (sampler.sentence() for _ in range(cfg.parallel_pairs))]
-    files["dictionary.tsv"] = [f"{s}\t{t}" for s, t in lex.dictionary()]
+    files["dictionary.tsv"] = [f"{s}\t{t}" for s, t in zip(lex.forms("source"), lex.forms("target"))]
     files["dictionary.lemmas.tsv"] = [f"{s}\t{t}\t{pos}" for pos in ("noun", "verb", "adj")
                                       for s, t in zip(lex.stems["source"][pos], lex.stems["target"][pos])]
     task = {}
@@ -525,16 +537,16 @@ def generate(cfg: SyntheticConfig, output_dir: str) -> dict:
         task[split] = [{"premise": realiser.sentence(p), "hypothesis": realiser.sentence(Sentence((h,))),
                         "label": y} for p, h, y in task_pairs(lex, stream(f"task-{split}"), n)]
         files[f"task.{split}.jsonl"] = [json.dumps(x) for x in task[split]]
+    train = ("source.train.txt", "target.train.txt")
     meta = {
         "generator": "mmadapt.synthetic",
         "config": asdict(cfg),
         "lines": {name: len(lines) for name, lines in files.items()},
         "vocab": {"source_forms": len(lex.forms("source")), "target_forms": len(lex.forms("target")),
-                  "nouns": len(lex.noun_class), "verbs": len(lex.verb_frame), "adjectives": len(lex.adj_class),
-                  **{f"{n}_types": len({w for x in files[n] for w in x.split()})
-                     for n in ("source.train.txt", "target.train.txt")}},
-        "unigram_entropy_nats": {n: round(unigram_entropy(files[n]), 4)
-                                 for n in ("source.train.txt", "target.train.txt")},
+                  "nouns": len(lex.noun_class), "verbs": len(lex.verb_frame),
+                  "adjectives": len(lex.adj_class),
+                  **{f"{n}_types": len({w for x in files[n] for w in x.split()}) for n in train}},
+        "unigram_entropy_nats": {n: round(unigram_entropy(files[n]), 4) for n in train},
         "task_labels": {s: [sum(x["label"] == k for x in v) for k in range(3)] for s, v in task.items()},
         "lexical_overlap_baseline_accuracy": round(
             lexical_overlap_baseline(task["source.train"], task["source.test"]), 4),
@@ -560,7 +572,12 @@ def _write_atomically(output_dir: str, texts: dict[str, str]) -> None:
                 f.write(text)
         if os.path.exists(output_dir):  # an earlier output (checked in _check): swap it out
             os.rename(output_dir, old)
-        os.rename(tmp, output_dir)
+        try:
+            os.rename(tmp, output_dir)
+        except OSError:
+            if os.path.exists(old):
+                os.rename(old, output_dir)  # put the earlier output back
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
@@ -570,8 +587,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m mmadapt.synthetic", description=__doc__.split("\n\n")[0])
     p.add_argument("--output", required=True, help="directory to write (created; replaced if an old output)")
     for name, default in asdict(SyntheticConfig()).items():
-        p.add_argument(f"--{name}", type=type(default), default=default,
-                       **({"choices": ("sov", "svo")} if name == "word_order" else {}))
+        p.add_argument(f"--{name}", type=type(default), default=default)
     args = vars(p.parse_args(argv))
     output = args.pop("output")
     try:

@@ -23,6 +23,7 @@ from .masking import Masker
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
+EVAL_FILE = "eval.jsonl"
 
 
 @dataclass
@@ -38,7 +39,14 @@ class Trainer:
     world_size: int
     on_checkpoint: Optional[Callable[[int], dict]] = None  # extra client state
     start_step: int = 0
+    # Called on every rank at step 0, every `eval_every` steps and at the end; returns the figures to
+    # log (rank 0) with the step's cumulative FLOPs in eval.jsonl. Its time is not training time.
+    evaluate: Optional[Callable[[int], dict]] = None
+    eval_every: int = 0
     history: list = field(default_factory=list)
+    eval_history: list = field(default_factory=list)
+    eval_seconds: float = 0.0
+    has_mini_loss: bool = False
 
     @property
     def checkpoint_dir(self) -> str:
@@ -65,6 +73,7 @@ class Trainer:
             out = self.engine(inputs, labels)
             self.engine.backward(out.loss)
             self.engine.step()
+            self.has_mini_loss = out.mini_loss is not None
             mini = out.mini_loss if out.mini_loss is not None else torch.zeros((), device=sums.device)
             sums += torch.stack([out.mlm_loss.detach().float(), mini.detach().float(),
                                  labels.ne(-100).sum().float()])
@@ -74,6 +83,19 @@ class Trainer:
         if self.rank == 0:
             with open(os.path.join(self.output_dir, METRICS_FILE), "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
+
+    def run_eval(self, step: int) -> None:
+        t0 = time.perf_counter()
+        self.engine.eval()
+        with torch.no_grad():
+            figures = self.evaluate(step)
+        self.engine.train()
+        if self.rank == 0:
+            record = {"step": step, "flops": step * self.step_flops.total, **figures}
+            self.eval_history.append(record)
+            with open(os.path.join(self.output_dir, EVAL_FILE), "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+        self.eval_seconds += time.perf_counter() - t0
 
     def save(self, step: int) -> None:
         state = {"step": step, **(self.on_checkpoint(step) if self.on_checkpoint else {})}
@@ -91,6 +113,8 @@ class Trainer:
         bar = tqdm(total=stop, initial=self.start_step, desc="train", disable=self.rank != 0,
                    dynamic_ncols=True)
         step = self.start_step
+        if self.evaluate is not None and self.start_step == 0:
+            self.run_eval(0)
         for step in range(self.start_step + 1, stop + 1):
             window += self.train_step(step - 1)
             window_steps += 1
@@ -102,7 +126,7 @@ class Trainer:
                 record = {
                     "step": step,
                     "loss": window[0].item() / n,
-                    "mini_loss": window[1].item() / n if self.engine.module.config.mini_head else None,
+                    "mini_loss": window[1].item() / n if self.has_mini_loss else None,
                     "lr": self.engine.get_lr()[0],
                     "tokens": step * tokens_per_step,
                     "tokens_per_s": window_steps * tokens_per_step / max(elapsed, 1e-9),
@@ -114,10 +138,14 @@ class Trainer:
                 bar.set_postfix(loss=f"{record['loss']:.3f}")
                 window.zero_()
                 window_steps, window_start = 0, time.perf_counter()
+            if self.evaluate is not None and ((self.eval_every and step % self.eval_every == 0) or step == stop):
+                eval_start = time.perf_counter()
+                self.run_eval(step)
+                window_start += time.perf_counter() - eval_start
             if t.save_every and step % t.save_every == 0 and step != stop:
                 self.save(step)
         bar.close()
-        wall = time.perf_counter() - start_time
+        wall = time.perf_counter() - start_time - self.eval_seconds
         self.save(step)
         return self.summary(step, wall, tokens_per_step)
 
@@ -133,6 +161,7 @@ class Trainer:
             "flops": step * self.step_flops.total,
             "flops_per_step": self.step_flops.as_dict(),
             "wall_clock_s": wall,
+            "eval_seconds": self.eval_seconds,
             "tokens_per_s": done * tokens_per_step / max(wall, 1e-9),
             "achieved_flops_per_s": done * self.step_flops.total / max(wall, 1e-9),
             "peak_memory_bytes_per_rank": [int(p.item()) for p in peaks],

@@ -12,67 +12,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import sys
 
-from ..config import build_parser, parse_sections, resolve_model, to_dict
+from ..config import SECTIONS, resolve_model, to_dict
 from ..errors import ConfigError
-
-RUN_CONFIG = "run_config.json"
-
-
-def _rank_env() -> int:
-    return int(os.environ.get("RANK", os.environ.get("OMPI_COMM_WORLD_RANK", 0)))
-
-
-def _world_env() -> int:
-    return int(os.environ.get("WORLD_SIZE", os.environ.get("OMPI_COMM_WORLD_SIZE", 1)))
-
-
-def check_output_dir(output_dir: str, resume: bool, run_config: dict) -> None:
-    """Refuse to mix runs: an existing run needs --resume, and a resumed run must be the same run."""
-    from ..engine import latest_tag
-
-    saved_path = os.path.join(output_dir, RUN_CONFIG)
-    if not resume:
-        if os.path.isdir(output_dir) and os.listdir(output_dir):
-            what = "a run" if os.path.isfile(saved_path) else "other files"
-            raise ConfigError(f"--output_dir {output_dir} already holds {what}; fix: pass --resume to "
-                              "continue it or choose a new --output_dir")
-        return
-    if not os.path.isfile(saved_path) or latest_tag(os.path.join(output_dir, "checkpoints")) is None:
-        raise ConfigError(f"--resume: {output_dir} has no complete checkpoint; fix: drop --resume to "
-                          "start a new run there, or point --output_dir at the run to continue")
-    with open(saved_path, encoding="utf-8") as fh:
-        saved = json.load(fh)
-    for section in ("model", "data"):
-        for key, value in run_config[section].items():
-            if key in ("train_files", "cache_dir"):
-                continue
-            if saved[section].get(key) != value:
-                raise ConfigError(f"--resume: {output_dir} was run with {key}={saved[section].get(key)!r}, "
-                                  f"now {value!r}; fix: use the same value or a new --output_dir")
+from .common import check_output_dir, check_train_inputs, stage_main, world_from_env, write_run_config
 
 
 def prepare(sections: dict):
     """Validate everything; returns (model cfg, data cfg, train cfg, ds dict, tokenizer, pretrained)."""
-    from ..data import check_text_file
     from ..ds_config import resolve_ds_config
     from ..hf_io import is_pretrained_ref, read_pretrained_arch
     from ..tokenizer import load_tokenizer
 
     model_cfg, data_cfg, train = sections["model"], sections["data"], sections["train"]
-    if not train.output_dir:
-        raise ConfigError("--output_dir is missing; fix: pass --output_dir DIR")
-    if not data_cfg.train_files and not data_cfg.dataset_name:
-        raise ConfigError("no training text; fix: pass --train_files FILE [FILE ...] or --dataset_name")
-    if not data_cfg.tokenizer:
-        raise ConfigError("--tokenizer is missing; fix: pass a directory from `mmadapt tokenizer train`")
-    for path in data_cfg.train_files:
-        check_text_file(path, data_cfg.text_field)
-    if train.max_steps < 1 or train.log_every < 1:
-        raise ConfigError(f"--max_steps {train.max_steps} / --log_every {train.log_every} must be >= 1; "
-                          "fix: give positive values")
+    check_train_inputs(data_cfg, train)
     tokenizer = load_tokenizer(data_cfg.tokenizer)
     pretrained = None
     if is_pretrained_ref(model_cfg.model):
@@ -86,7 +40,7 @@ def prepare(sections: dict):
         raise ConfigError(f"--max_seq_length {data_cfg.max_seq_length} needs {data_cfg.max_seq_length + 2} "
                           f"positions, the model has {model_cfg.max_position_embeddings}; fix: lower "
                           "--max_seq_length")
-    ds, train = resolve_ds_config(train.deepspeed_config, train, _world_env())
+    ds, train = resolve_ds_config(train.deepspeed_config, train, world_from_env())
     return model_cfg, data_cfg, train, ds, tokenizer, pretrained
 
 
@@ -110,11 +64,7 @@ def run(sections: dict) -> dict:
     plan = BatchPlan(len(blocks), train.global_batch_size, train.micro_batch_size, world, train.seed)
     entropy = text_unigram_entropy(blocks, tokenizer)
     if rank == 0:
-        os.makedirs(train.output_dir, exist_ok=True)
-        with open(os.path.join(train.output_dir, RUN_CONFIG), "w", encoding="utf-8") as fh:
-            json.dump(resolved, fh, indent=2)
-        tokenizer.save_pretrained(os.path.join(train.output_dir, "tokenizer"))
-        print(json.dumps(resolved, indent=2))
+        write_run_config(train.output_dir, resolved, tokenizer)
         print(f"data: {len(blocks)} blocks of {data_cfg.max_seq_length} tokens; unigram entropy "
               f"{entropy:.3f} nats; {plan.steps_per_epoch} steps per epoch", flush=True)
     eng.barrier()
@@ -161,17 +111,7 @@ def run(sections: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = build_parser("minijoint", __doc__.split("\n\n")[0])
-    try:
-        run(parse_sections(parser, argv))
-        return 0
-    except ConfigError as exc:
-        if _rank_env() == 0:
-            print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 2
-    finally:
-        from ..engine import close_distributed
-        close_distributed()
+    return stage_main("minijoint", __doc__, SECTIONS, run, argv)
 
 
 if __name__ == "__main__":

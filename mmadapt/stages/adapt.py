@@ -1,0 +1,328 @@
+"""Step 2: learn a target language's token embeddings with everything else frozen.
+
+    deepspeed --num_gpus 2 launchers/adapt.py --deepspeed_config ds_configs/zero3_cpu.json \
+        --model runs/mj/hf --through mini --tokenizer tok-de/ --train_files de.txt \
+        --eval_files de.test.txt --output_dir packs/de-mini
+
+``--through mini`` trains through the mini-model only (MiniJoint's embeddings + layers 1..k + mini head,
+or a MiniPost mini-model given with ``--mini_model``); the engine never holds layers above it.
+``--through full`` is the standard approach: the whole primary body, frozen. Trainable: the new
+embedding matrix (tied to the head's output projection) and, unless ``--no_train_head_bias``, the
+head bias over the new vocabulary. Every ``--eval_every`` steps the *primary* model, with the current
+embeddings plugged in, is evaluated on held-out target text; ``eval.jsonl`` pairs each figure with the
+cumulative step-2 FLOPs. The output directory is a language pack (see mmadapt/packs.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from ..config import DataConfig, ModelConfig, TrainConfig, _f, to_dict
+from ..errors import ConfigError
+from .common import check_output_dir, check_train_inputs, stage_main, world_from_env, write_run_config
+
+MINIPOST_META = "minipost.json"
+
+
+@dataclass
+class AdaptConfig:
+    model: Optional[str] = _f(None, "primary model: a Hugging Face directory (an mmadapt export or XLM-R)")
+    through: str = _f("mini", "mini: through the mini-model; full: through the whole primary body",
+                      choices=("mini", "full"))
+    mini_model: Optional[str] = _f(None, "MiniPost mini-model directory (default: the model's MiniJoint head)")
+    init: str = _f("normal", "new embeddings: normal N(0, 0.02); overlap: rows of tokens whose string is in "
+                   "the source vocabulary start from the source row", choices=("normal", "overlap"))
+    source_tokenizer: Optional[str] = _f(None, "source tokenizer for --init overlap (default: --model's)")
+    train_head_bias: bool = _f(True, "train the head bias over the new vocabulary (zeros at start; "
+                               "--no_train_head_bias keeps it at zero)")
+    eval_files: list = _f([], "held-out target text for the primary model's MLM loss", nargs="+")
+    eval_every: int = _f(50, "steps between evaluations of the primary model")
+    eval_blocks: int = _f(64, "held-out blocks per evaluation")
+    activation_checkpointing: bool = _f(False, "recompute each layer in backward")
+
+
+SECTIONS = {"adapt": AdaptConfig, "data": DataConfig, "train": TrainConfig}
+
+
+@dataclass
+class Step2Model:
+    """What the step-2 engine trains, and where it came from."""
+
+    primary_cfg: ModelConfig
+    primary_sd: dict
+    step_cfg: ModelConfig  # the step-2 model's config: target vocabulary
+    depth: int
+    state_dict: dict  # MiniModel names; word embeddings and head bias still to be made
+    head_bias_source: torch.Tensor
+    kind: str  # "full", "minijoint" or "minipost"
+
+
+def load_step2_source(cfg: AdaptConfig, target_vocab: int) -> Step2Model:
+    from ..hf_io import load_pretrained_state_dict, pretrained_model_config
+    from ..packs import checksum, shared_bottom_names
+
+    if not cfg.model:
+        raise ConfigError("--model is missing; fix: pass the primary model's Hugging Face directory")
+    primary_cfg = pretrained_model_config(cfg.model)
+    primary_sd = load_pretrained_state_dict(cfg.model)
+    body = {k: v for k, v in primary_sd.items() if k.startswith("roberta.embeddings.")}
+
+    if cfg.through == "full":
+        kind, depth, head_prefix, source = "full", primary_cfg.num_layers, "lm_head.", primary_sd
+    elif cfg.mini_model:
+        kind, source, depth = "minipost", *_load_minipost(cfg.mini_model)
+        meta = _minipost_meta(cfg.mini_model)
+        shared = checksum(primary_sd, shared_bottom_names(primary_sd, meta["extract_layers"]))
+        if shared != meta["shared_checksum"]:
+            raise ConfigError(f"--mini_model {cfg.mini_model} was extracted from another model (shared-weight "
+                              f"checksum {meta['shared_checksum']}, --model has {shared}); fix: pass the "
+                              "--model it was built from")
+        head_prefix = "head."
+    else:
+        if not primary_cfg.mini_head or not any(k.startswith("mini_head.") for k in primary_sd):
+            raise ConfigError(f"--through mini: {cfg.model} has no mini-model (no MiniJoint head); fix: pass "
+                              "--mini_model from launchers/minipost.py, or use --through full")
+        kind, depth, head_prefix, source = "minijoint", primary_cfg.mini_layers, "mini_head.", primary_sd
+
+    sd = dict(body) if kind != "minipost" else {}
+    for name, tensor in source.items():
+        if kind == "minipost":
+            sd[name] = tensor
+        elif name.startswith("roberta.encoder.layer."):
+            if int(name.split(".")[3]) < depth:
+                sd[name] = tensor
+        elif name.startswith(head_prefix):
+            sd["head." + name[len(head_prefix):]] = tensor
+    head_bias = sd.pop("head.bias")
+    sd.pop("roberta.embeddings.word_embeddings.weight", None)
+    sd.pop("head.decoder_weight", None)
+    step_cfg = dataclasses.replace(primary_cfg, vocab_size=target_vocab, mini_head=False, mini_layers=None,
+                                   activation_checkpointing=cfg.activation_checkpointing)
+    return Step2Model(primary_cfg, primary_sd, step_cfg, depth, sd, head_bias, kind)
+
+
+def _minipost_meta(path: str) -> dict:
+    meta_path = os.path.join(path, MINIPOST_META)
+    if not os.path.isfile(meta_path):
+        raise ConfigError(f"--mini_model {path}: no {MINIPOST_META}; fix: point at a launchers/minipost.py "
+                          "--output_dir")
+    with open(meta_path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def _load_minipost(path: str) -> tuple[dict, int]:
+    from safetensors.torch import load_file
+
+    meta = _minipost_meta(path)
+    return load_file(os.path.join(path, "mini_model.safetensors")), meta["extract_layers"] + meta["new_layers"]
+
+
+def initial_embeddings(src: Step2Model, target_tok, init: str, source_tok, seed: int):
+    """(embeddings, head bias, rows copied) for the new vocabulary."""
+    g = torch.Generator().manual_seed(seed)
+    v, h = src.step_cfg.vocab_size, src.step_cfg.hidden_size
+    emb = torch.randn(v, h, generator=g) * src.step_cfg.initializer_range
+    bias = torch.zeros(v)
+    copied = 0
+    if init == "overlap":
+        source_emb = src.primary_sd["roberta.embeddings.word_embeddings.weight"]
+        source_vocab = source_tok.get_vocab()
+        for piece, tid in target_tok.get_vocab().items():
+            sid = source_vocab.get(piece)
+            if sid is not None and sid < source_emb.shape[0]:
+                emb[tid] = source_emb[sid]
+                bias[tid] = src.head_bias_source[sid]
+                copied += 1
+    emb[src.step_cfg.pad_token_id] = 0.0
+    return emb, bias, copied
+
+
+def freeze_all_but_language(model: torch.nn.Module, train_head_bias: bool) -> list:
+    """Frozen flags set before deepspeed.initialize; returns the trainable parameter names."""
+    trainable = {"roberta.embeddings.word_embeddings.weight"} | ({"head.bias"} if train_head_bias else set())
+    for name, p in model.named_parameters():
+        p.requires_grad = name in trainable
+    return sorted(trainable)
+
+
+class PrimaryEvaluator:
+    """The primary model with the current embeddings plugged in: target MLM loss on held-out blocks.
+
+    Runs on rank 0 with a plain (unpartitioned) copy of the primary model; the other ranks wait. The
+    masking of the held-out blocks is fixed, so every evaluation sees the same positions.
+    """
+
+    def __init__(self, src: Step2Model, eval_blocks, masker, extra=None):
+        from ..hf_io import load_into
+        from ..model import MiniJointForMaskedLM
+
+        cfg = dataclasses.replace(src.primary_cfg, vocab_size=src.step_cfg.vocab_size, mini_head=False,
+                                  mini_layers=None, hidden_dropout=0.0, attention_dropout=0.0)
+        self.model = MiniJointForMaskedLM(cfg).eval()
+        from ..packs import LANGUAGE_SPECIFIC
+        load_into(self.model, {k: v for k, v in src.primary_sd.items()
+                               if k not in LANGUAGE_SPECIFIC and not k.startswith("mini_head.")},
+                  strict_prefixes=("roberta.encoder.",))
+        self.batches = []
+        if eval_blocks is not None:
+            g = torch.Generator().manual_seed(1234)
+            for start in range(0, len(eval_blocks), 16):
+                ids = eval_blocks[start:start + 16]["input_ids"]
+                self.batches.append(masker(ids, g))
+        self.extra = extra or []  # callables(model) -> dict, e.g. retrieval or zero-shot accuracy
+
+    def __call__(self, embeddings: torch.Tensor, head_bias: torch.Tensor) -> dict:
+        from ..packs import swap_language
+
+        swap_language(self.model, {"word_embeddings": embeddings, "head_bias": head_bias})
+        out = {}
+        if self.batches:
+            total, n = 0.0, 0
+            for inputs, labels in self.batches:
+                k = int(labels.ne(-100).sum())
+                total += self.model(inputs, labels).mlm_loss.item() * k
+                n += k
+            out["eval_loss"] = total / max(n, 1)
+        for fn in self.extra:
+            out.update(fn(self.model))
+        return out
+
+
+def gathered_language_params(engine) -> tuple[torch.Tensor, torch.Tensor]:
+    """Full copies of the trained embeddings and head bias on every rank (ZeRO-3 gathers them)."""
+    import deepspeed
+
+    module = engine.module
+    params = [module.roberta.embeddings.word_embeddings.weight, module.head.bias]
+    zero3 = any(hasattr(p, "ds_id") for p in params)
+    if zero3:
+        with deepspeed.zero.GatheredParameters(params):
+            return tuple(p.detach().float().cpu().clone() for p in params)
+    return tuple(p.detach().float().cpu().clone() for p in params)
+
+
+def run(sections: dict, extra_evals=None, select_by: str = "eval_loss") -> dict:
+    from .. import engine as eng
+    from ..data import BatchPlan, build_blocks
+    from ..ds_config import resolve_ds_config
+    from ..flops import step_flops
+    from ..hf_io import load_into
+    from ..masking import Masker
+    from ..model import MiniModel
+    from ..packs import BEST_EMBEDDINGS_FILE, body_checksum, checksum, module_checksum, save_pack
+    from ..tokenizer import load_tokenizer
+    from ..trainer import Trainer
+
+    cfg, data_cfg, train = sections["adapt"], sections["data"], sections["train"]
+    check_train_inputs(data_cfg, train)
+    from ..data import check_text_file
+    for path in cfg.eval_files:
+        check_text_file(path, data_cfg.text_field)
+    if cfg.eval_every < 1:
+        raise ConfigError(f"--eval_every {cfg.eval_every} must be >= 1; fix: give a positive value")
+    target_tok = load_tokenizer(data_cfg.tokenizer)
+    src = load_step2_source(cfg, len(target_tok))
+    if data_cfg.max_seq_length + 2 > src.step_cfg.max_position_embeddings:
+        raise ConfigError(f"--max_seq_length {data_cfg.max_seq_length} needs {data_cfg.max_seq_length + 2} "
+                          f"positions, the model has {src.step_cfg.max_position_embeddings}; fix: lower it")
+    source_tok = None
+    if cfg.init == "overlap":
+        source_tok = load_tokenizer(cfg.source_tokenizer or cfg.model)
+    ds, train = resolve_ds_config(train.deepspeed_config, train, world_from_env())
+    resolved = to_dict({"adapt": cfg, "data": data_cfg, "train": train})
+    check_output_dir(train.output_dir, train.resume, resolved, must_match=("adapt",))
+
+    rank, world = eng.init_distributed()
+    blocks = build_blocks(target_tok, data_cfg.max_seq_length, data_cfg.train_files, data_cfg.dataset_name,
+                          data_cfg.dataset_config, data_cfg.text_field, data_cfg.cache_dir,
+                          is_main=rank == 0, barrier=eng.barrier)
+    eval_blocks = None
+    if cfg.eval_files:
+        eval_blocks = build_blocks(target_tok, data_cfg.max_seq_length, cfg.eval_files,
+                                   text_field=data_cfg.text_field, cache_dir=data_cfg.cache_dir,
+                                   is_main=rank == 0, barrier=eng.barrier)
+        eval_blocks = eval_blocks.select(range(min(cfg.eval_blocks, len(eval_blocks))))
+    plan = BatchPlan(len(blocks), train.global_batch_size, train.micro_batch_size, world, train.seed)
+    emb, bias, copied = initial_embeddings(src, target_tok, cfg.init, source_tok, train.seed)
+    if rank == 0:
+        write_run_config(train.output_dir, resolved, target_tok)
+        print(f"step 2 through {src.kind} ({src.depth} of {src.primary_cfg.num_layers} layers); "
+              f"{len(target_tok)} target tokens, {copied} rows copied from the source", flush=True)
+    eng.barrier()
+
+    model = eng.build_under_zero(lambda: MiniModel(src.step_cfg, depth=src.depth), ds)
+    load_into(model, {**src.state_dict, "roberta.embeddings.word_embeddings.weight": emb, "head.bias": bias})
+    freeze_all_but_language(model, cfg.train_head_bias)
+    frozen = sorted(n for n, p in model.named_parameters() if not p.requires_grad)
+    frozen_before = checksum(src.state_dict, frozen)
+    engine = eng.initialize(model, ds)
+    start = 0
+    if train.resume:
+        _, state = eng.load_checkpoint(engine, os.path.join(train.output_dir, "checkpoints"))
+        start = int(state["step"])
+
+    masker = Masker(target_tok, data_cfg.mlm_probability)
+    evaluator = PrimaryEvaluator(src, eval_blocks, masker, extra_evals) if rank == 0 else None
+    meta = {"source_model": os.path.abspath(cfg.model), "source_checksum": body_checksum(src.primary_sd),
+            "through": cfg.through, "mini_kind": src.kind, "depth": src.depth, "init": cfg.init,
+            "rows_copied": copied, "vocab_size": len(target_tok), "hidden_size": src.step_cfg.hidden_size,
+            "select_by": select_by}
+    best = {"value": None, "step": None}
+    higher_is_better = select_by != "eval_loss"
+
+    def evaluate(step: int) -> dict:
+        emb_now, bias_now = gathered_language_params(engine)
+        if rank != 0:
+            eng.barrier()
+            return {}
+        figures = evaluator(emb_now, bias_now)
+        value = figures.get(select_by)
+        if value is not None and (best["value"] is None or
+                                  (value > best["value"] if higher_is_better else value < best["value"])):
+            best.update(value=value, step=step)
+            save_pack(train.output_dir, emb_now, bias_now, os.path.join(train.output_dir, "tokenizer"),
+                      {**meta, "best_step": step, select_by: value}, filename=BEST_EMBEDDINGS_FILE)
+        eng.barrier()
+        return figures
+
+    predicted = train.global_batch_size * data_cfg.max_seq_length * data_cfg.mlm_probability
+    flops = step_flops(src.step_cfg, data_cfg.max_seq_length, train.global_batch_size, predicted, src.depth,
+                       [src.depth], set(), True, False, cfg.activation_checkpointing)
+    trainer = Trainer(engine, train, blocks, plan, masker, flops, train.output_dir, rank, world,
+                      start_step=start, evaluate=evaluate if (cfg.eval_files or extra_evals) else None,
+                      eval_every=cfg.eval_every)
+    summary = trainer.run()
+    emb_final, bias_final = gathered_language_params(engine)
+    # Proof that step 2 touched only the language: every frozen weight hashes as it was loaded.
+    frozen_after = module_checksum(engine.module, frozen)
+    summary.update(meta, best_step=best["step"], best_value=best["value"], frozen_parameters=len(frozen),
+                   frozen_checksum_before=frozen_before, frozen_checksum_after=frozen_after)
+    if frozen_after != frozen_before:
+        raise RuntimeError(f"step 2 changed frozen weights ({frozen_before} -> {frozen_after})")
+    if rank == 0:
+        save_pack(train.output_dir, emb_final, bias_final, os.path.join(train.output_dir, "tokenizer"),
+                  {**meta, "steps": summary["steps"], "flops": summary["flops"],
+                   "best_step": best["step"], "best_" + select_by: best["value"]})
+        with open(os.path.join(train.output_dir, "summary.json"), "w", encoding="utf-8") as fh:
+            json.dump(summary, fh, indent=2)
+        last = trainer.eval_history[-1] if trainer.eval_history else {}
+        print(f"done: step {summary['steps']}, train loss {summary['final_loss']:.4f}, "
+              f"{summary['flops']:.3g} step-2 FLOPs" + (f", primary eval loss {last['eval_loss']:.4f}"
+                                                         if "eval_loss" in last else ""), flush=True)
+    eng.barrier()
+    return summary
+
+
+def main(argv=None) -> int:
+    return stage_main("adapt", __doc__, SECTIONS, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
