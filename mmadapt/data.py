@@ -22,8 +22,9 @@ JSON_SUFFIXES = (".jsonl", ".json")
 PACK_BATCH = 1000  # texts packed together; each such batch drops its own last partial block
 
 
-def check_text_file(path: str, text_field: str = "text") -> None:
-    """Exists, is UTF-8 throughout, and holds at least one non-blank text."""
+def check_text_file(path: str, text_field: Optional[str] = "text") -> None:
+    """Exists, is UTF-8 throughout, and holds at least one non-blank text (in ``text_field`` for jsonl;
+    None skips that check, for files with other schemas)."""
     if not os.path.isfile(path):
         raise ConfigError(f"text file {path}: not found; fix: check the path (--train_files, --input)")
     decoder = codecs.getincrementaldecoder("utf-8")()
@@ -44,7 +45,7 @@ def check_text_file(path: str, text_field: str = "text") -> None:
                               "repair it") from None
     if not has_text:
         raise ConfigError(f"text file {path}: empty; fix: give a file with text or drop it")
-    if path.endswith(JSON_SUFFIXES):
+    if text_field is not None and path.endswith(JSON_SUFFIXES):
         for _ in _iter_jsonl(path, text_field):
             return
         raise ConfigError(f"text file {path}: no record has text in field {text_field!r}; fix: set "

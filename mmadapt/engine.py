@@ -169,3 +169,20 @@ def peak_memory_bytes() -> int:
     if torch.cuda.is_available():
         return int(torch.cuda.max_memory_allocated())
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def gathered_state_dict(module: torch.nn.Module) -> dict:
+    """Full CPU copies of every parameter (tied ones once), one ZeRO-3 gather at a time; all ranks call."""
+    import deepspeed
+
+    out, seen = {}, set()
+    for name, p in module.named_parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        if hasattr(p, "ds_id"):
+            with deepspeed.zero.GatheredParameters([p]):
+                out[name] = p.detach().float().cpu().clone()
+        else:
+            out[name] = p.detach().float().cpu().clone()
+    return out

@@ -174,6 +174,28 @@ def finetune_step_flops(cfg: ModelConfig, seq_len: int, sequences: float, num_la
     return body + StepFlops(forward=head, backward_input=head, backward_weight=head)
 
 
+def parameter_counts(cfg: ModelConfig) -> dict:
+    """Parameters by part, as ``mmadapt.model`` builds them (the heads' projection is tied, not counted).
+
+    For memory estimates: ZeRO partitions, and optimizer state exists only for what trains.
+    """
+    h, f, v = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
+    layer_norm = 2 * h
+    token_embeddings = v * h
+    embeddings = token_embeddings + (cfg.max_position_embeddings + cfg.type_vocab_size) * h + layer_norm
+    layer = (4 * h * h + 4 * h) + (2 * h * f + f + h) + 2 * layer_norm  # attention, FFN, two LayerNorms
+    head = (h * h + h) + layer_norm + v  # dense, LayerNorm, vocabulary bias
+    return {"token_embeddings": token_embeddings, "embeddings": embeddings, "layer": layer, "head": head}
+
+
+def model_parameters(cfg: ModelConfig, depth: Optional[int] = None, heads: Optional[int] = None) -> int:
+    """Embeddings + ``depth`` layers (default all) + ``heads`` MLM heads (default: primary + mini head)."""
+    parts = parameter_counts(cfg)
+    depth = cfg.num_layers if depth is None else depth
+    heads = (2 if cfg.mini_head else 1) if heads is None else heads
+    return parts["embeddings"] + depth * parts["layer"] + heads * parts["head"]
+
+
 # ---------------------------------------------------------------- measured counts
 
 

@@ -32,10 +32,14 @@ def read_pretrained_arch(path: str) -> dict:
     """Architecture fields of a Hugging Face MLM directory, checked to be one we can run."""
     from transformers import AutoConfig
 
-    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
+    if os.path.exists(path) and not os.path.isfile(os.path.join(path, "config.json")):
         raise ConfigError(f"--model {path}: no config.json; fix: point at a Hugging Face model directory "
                           "(or an mmadapt export dir)")
-    hf = AutoConfig.from_pretrained(path)
+    try:
+        hf = AutoConfig.from_pretrained(path)
+    except Exception as exc:  # noqa: BLE001 - offline hub misses, bad JSON: all one kind of user error
+        raise ConfigError(f"--model {path}: cannot read its config ({type(exc).__name__}); fix: give a local "
+                          "Hugging Face model directory (hub names need network access)") from None
     if hf.model_type not in SUPPORTED_TYPES:
         raise ConfigError(f"--model {path}: model_type {hf.model_type!r} is not XLM-R/RoBERTa; fix: use an "
                           "XLMRobertaForMaskedLM or RobertaForMaskedLM checkpoint")

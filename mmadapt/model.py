@@ -162,6 +162,16 @@ class Encoder(nn.Module):
             self.embeddings = shared.embeddings
             self.encoder = LayerStack(list(shared.encoder.layer[:n]))
 
+    def forward(self, input_ids: torch.Tensor, checkpointing: bool = False) -> torch.Tensor:
+        attn_mask = padding_mask(input_ids, self.embeddings.pad_token_id)
+        x = self.embeddings(input_ids)
+        for layer in self.encoder.layer:
+            if checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(layer, x, attn_mask, use_reentrant=False)
+            else:
+                x = layer(x, attn_mask)
+        return x
+
 
 class MLMHead(nn.Module):
     """dense -> gelu -> LayerNorm -> tied vocabulary projection + bias.
@@ -271,10 +281,13 @@ class MiniModel(nn.Module):
     """
 
     def __init__(self, cfg: ModelConfig, depth: Optional[int] = None,
-                 shared: Optional[MiniJointForMaskedLM] = None):
+                 shared: Optional[MiniJointForMaskedLM] = None, frozen_bottom: int = 0):
         super().__init__()
         self.config = cfg
         self.depth = cfg.mini_layers if depth is None else depth
+        # MiniPost step 1b: the extracted bottom runs without autograd, so no backward goes below the
+        # first trainable layer. (Step 2 needs gradients through every layer: there it is 0.)
+        self.frozen_bottom = frozen_bottom
         self.roberta = Encoder(cfg, self.depth, shared=shared.roberta if shared else None)
         self.head = (shared.mini_head if shared is not None
                      else MLMHead(cfg, self.roberta.embeddings.word_embeddings))
@@ -287,8 +300,12 @@ class MiniModel(nn.Module):
 
     def encode(self, input_ids: torch.Tensor) -> torch.Tensor:
         attn_mask = padding_mask(input_ids, self.config.pad_token_id)
-        x = self.roberta.embeddings(input_ids)
-        for layer in self.roberta.encoder.layer:
+        layers = self.roberta.encoder.layer
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.frozen_bottom == 0):
+            x = self.roberta.embeddings(input_ids)
+            for layer in layers[:self.frozen_bottom]:
+                x = layer(x, attn_mask)
+        for layer in layers[self.frozen_bottom:]:
             if self.config.activation_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(layer, x, attn_mask, use_reentrant=False)
             else:

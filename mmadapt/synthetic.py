@@ -64,6 +64,7 @@ OUTPUT_FILES = ("source.train.txt", "source.test.txt", "target.train.txt", "targ
 
 @dataclass
 class SyntheticConfig:
+    """The CLI flags; every output is a function of these alone."""
     seed: int = 0
     lexicon_size: int = 400  # content lemmas (nouns, verbs, adjectives); ~30 function words come on top
     word_order: str = "sov"  # of TARGET; SOURCE is always SVO
@@ -377,8 +378,7 @@ class Sampler:
                  if self.lex.noun_class[e[0]] == cls and e != (np.noun, np.plural)]
         if known and self.rng.random() < 0.75:
             return NP(*self.rng.choice(known))
-        noun = self._other("noun", self.lex.nouns_by_class[cls], np.noun)
-        return None if noun is None else NP(noun, np.plural)
+        return NP(self._other("noun", self.lex.nouns_by_class[cls], np.noun), np.plural)  # >= 4 a class
 
     def _drop_modifiers(self, c: Clause, p: float = 0.5) -> Clause:
         def drop(np):
@@ -389,12 +389,10 @@ class Sampler:
         return replace(c, negated=not c.negated)
 
     def _other_object(self, c):
-        obj = c.obj and self._noun_like(c.obj)
-        return obj and replace(c, obj=obj)
+        return c.obj is not None and replace(c, obj=self._noun_like(c.obj))
 
     def _other_subject(self, c):
-        subject = self._noun_like(c.subject)
-        return subject and replace(c, subject=subject)
+        return replace(c, subject=self._noun_like(c.subject))
 
     def _other_verb(self, c):
         if c.verb is None:
@@ -438,6 +436,7 @@ class Sampler:
             facts, clauses = sentence_facts(premise), resolved_clauses(premise)
             text = realiser.sentence(premise)
             nps = [np for c in clauses for np in (c.subject, c.obj) if np is not None]
+            # What the premise mentions: the moves prefer these as substitutes.
             self.mentioned = {"noun": {np.noun for np in nps}, "verb": {c.verb for c in clauses},
                               "entity": sorted({(np.noun, np.plural) for np in nps}),
                               "adj": {f[2] for f in facts if f[0] == "prop"}}

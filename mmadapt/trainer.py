@@ -20,6 +20,7 @@ from .config import TrainConfig
 from .data import BatchPlan, step_generator
 from .flops import StepFlops
 from .masking import Masker
+from .model import IGNORE_INDEX
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -30,9 +31,8 @@ EVAL_FILE = "eval.jsonl"
 class Trainer:
     engine: object
     train: TrainConfig
-    blocks: object  # datasets.Dataset of packed blocks, torch format
-    plan: BatchPlan
-    masker: Masker
+    make_batch: Callable[[int, int], tuple]  # (step, micro-batch) -> model inputs, labels last
+    tokens_per_step: int  # over all ranks
     step_flops: StepFlops  # analytic FLOPs of one optimizer step (all ranks together)
     output_dir: str
     rank: int
@@ -56,27 +56,21 @@ class Trainer:
     def accumulation(self) -> int:
         return self.engine.gradient_accumulation_steps()
 
-    def micro_batch(self, step: int, micro: int):
-        idx = self.plan.indices(step, micro, self.rank)
-        ids = self.blocks[idx]["input_ids"]
-        inputs, labels = self.masker(ids, step_generator(self.train.seed, step, micro, self.rank))
-        dev = self.engine.device
-        return inputs.to(dev), labels.to(dev)
-
     def train_step(self, step: int) -> torch.Tensor:
         """One optimizer step; returns [loss, mini_loss, masked tokens] summed over micro-batches."""
         sums = torch.zeros(3, device=self.engine.device)
         for micro in range(self.accumulation):
-            inputs, labels = self.micro_batch(step, micro)
+            batch = [t.to(self.engine.device) for t in self.make_batch(step, micro)]
+            labels = batch[-1]
             # Dropout draws from a stream fixed by the position, so resume repeats the run exactly.
             torch.manual_seed(self.train.seed * 7919 + (step * self.accumulation + micro) * 257 + self.rank)
-            out = self.engine(inputs, labels)
+            out = self.engine(*batch)
             self.engine.backward(out.loss)
             self.engine.step()
             self.has_mini_loss = out.mini_loss is not None
             mini = out.mini_loss if out.mini_loss is not None else torch.zeros((), device=sums.device)
             sums += torch.stack([out.mlm_loss.detach().float(), mini.detach().float(),
-                                 labels.ne(-100).sum().float()])
+                                 labels.ne(IGNORE_INDEX).sum().float()])
         return sums
 
     def _write_metrics(self, record: dict) -> None:
@@ -106,7 +100,7 @@ class Trainer:
 
         t = self.train
         stop = min(t.max_steps, t.stop_at_step or t.max_steps)
-        tokens_per_step = t.global_batch_size * self.blocks[0]["input_ids"].numel()
+        tokens_per_step = self.tokens_per_step
         window = torch.zeros(3, device=self.engine.device)
         window_steps, window_start = 0, time.perf_counter()
         start_time = time.perf_counter()
@@ -131,7 +125,7 @@ class Trainer:
                     "tokens": step * tokens_per_step,
                     "tokens_per_s": window_steps * tokens_per_step / max(elapsed, 1e-9),
                     "flops": step * self.step_flops.total,
-                    "masked_tokens": int(window[2].item()),
+                    "targets": int(window[2].item()),  # masked tokens (MLM) or examples (tasks)
                 }
                 self.history.append(record)
                 self._write_metrics(record)
@@ -170,3 +164,13 @@ class Trainer:
             "final_mini_loss": self.history[-1]["mini_loss"] if self.history else None,
         }
         return out
+
+
+def mlm_batches(blocks, plan: BatchPlan, masker: Masker, seed: int, rank: int) -> Callable[[int, int], tuple]:
+    """(step, micro) -> (masked input ids, labels) for this rank: a pure function of its arguments."""
+
+    def make(step: int, micro: int) -> tuple:
+        ids = blocks[plan.indices(step, micro, rank)]["input_ids"]
+        return masker(ids, step_generator(seed, step, micro, rank))
+    return make
+

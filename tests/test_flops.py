@@ -17,19 +17,19 @@ from torch.utils.checkpoint import checkpoint
 
 from mmadapt import flops
 from mmadapt.model import (IGNORE_INDEX, Encoder, EncoderLayer, MiniJointForMaskedLM, MiniModel, MLMHead,
-                           masked_lm_loss)
+                           count_parameters, masked_lm_loss)
 
 from conftest import tiny_config
 
-SEQ, BATCH, NUM_LABELS = 32, 4, 3
+SEQ, BATCH, NUM_LABELS = 64, 2, 3
 TOLERANCE = 0.02
 
 
 def flops_config(**over):
-    # Big enough that every term shows: the vocabulary projection of ~19 masked tokens is ~15% of a
-    # step, attention ~8% of a layer (so the fused kernel's extra half forward is ~3% of backward).
+    # Every term above the 2% tolerance: the vocabulary projection of ~19 masked tokens is ~15% of a
+    # step, attention 14% of a layer's forward (the fused kernel's recomputed scores ~4% of backward).
     base = dict(vocab_size=4000, hidden_size=64, num_layers=6, num_heads=4, intermediate_size=256,
-                mini_layers=2)
+                mini_layers=2, max_position_embeddings=SEQ + 2)
     return tiny_config(**{**base, **over})
 
 
@@ -176,7 +176,7 @@ def test_minipost_matches(batch, frozen, new, checkpointing):
 
 
 def test_finetune_matches(batch):
-    cfg = flops_config()
+    cfg = flops_config(num_layers=2, mini_layers=1)  # shallow, so layer 1's skipped Q, K, V input grads show
     ids = batch[0]
     targets = torch.arange(BATCH) % NUM_LABELS
     torch.manual_seed(0)
@@ -207,8 +207,8 @@ def test_freezing_saves_what_the_formula_says(batch):
     predicted = batch[2]
     saved = (flops.pretrain_step_flops(cfg, SEQ, BATCH, predicted).total
              - flops.adapt_step_flops(flops_config(), SEQ, BATCH, predicted, "full").total)
-    # Weight gradients of every layer and of the head's dense layer: a third of the body's matmuls.
-    assert saved > 0.25 * pretrain.total
+    # The weight gradients of every layer and of the head's dense layer: about a quarter of the step.
+    assert saved > 0.2 * pretrain.total
     assert_close(pretrain.total - full.total, saved, "pretrain - step 2 full")
 
 
@@ -263,3 +263,11 @@ def test_cpu_flash_attention_is_counted():
     measured = flops.measure_step_flops(lambda: F.scaled_dot_product_attention(q, k, v).sum())
     assert measured.forward == 2 * 2 * b * heads * s * s * d
     assert measured.backward == 2.5 * measured.forward
+
+
+def test_parameter_counts_match_the_built_models():
+    cfg = flops_config()
+    assert flops.model_parameters(cfg) == count_parameters(primary(cfg))
+    assert flops.model_parameters(cfg, cfg.mini_layers, heads=1) == count_parameters(MiniModel(cfg))
+    plain = flops_config(mini_head=False, mini_layers=None)
+    assert flops.model_parameters(plain) == count_parameters(primary(plain))

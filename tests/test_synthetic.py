@@ -259,8 +259,9 @@ def test_lexical_overlap_baselines_do_not_solve_the_task(out):
     d, meta = out
     train, test = jsonl(d, "task.source.train.jsonl"), jsonl(d, "task.source.test.jsonl")
     assert meta["lexical_overlap_baseline_accuracy"] == round(syn.lexical_overlap_baseline(train, test), 4)
-    assert syn.lexical_overlap_baseline(train, test) < 0.7
-    assert overlap_ratio_baseline(train, test) < 0.7
+    # Well below 0.9, and below what the task scored before overlap was balanced across labels (~0.67).
+    assert syn.lexical_overlap_baseline(train, test) < 0.62
+    assert overlap_ratio_baseline(train, test) < 0.6
     # ...while the baseline does learn from cues that exist: it beats chance on a task that has them.
     leaky = [dict(x, hypothesis=f"{x['hypothesis']} cue{x['label']}") for x in train + test]
     assert syn.lexical_overlap_baseline(leaky[:len(train)], leaky[len(train):]) > 0.95

@@ -218,7 +218,7 @@ def run(sections: dict, extra_evals=None, select_by: str = "eval_loss") -> dict:
     from ..model import MiniModel
     from ..packs import BEST_EMBEDDINGS_FILE, body_checksum, checksum, module_checksum, save_pack
     from ..tokenizer import load_tokenizer
-    from ..trainer import Trainer
+    from ..trainer import Trainer, mlm_batches
 
     cfg, data_cfg, train = sections["adapt"], sections["data"], sections["train"]
     check_train_inputs(data_cfg, train)
@@ -258,10 +258,11 @@ def run(sections: dict, extra_evals=None, select_by: str = "eval_loss") -> dict:
     eng.barrier()
 
     model = eng.build_under_zero(lambda: MiniModel(src.step_cfg, depth=src.depth), ds)
-    load_into(model, {**src.state_dict, "roberta.embeddings.word_embeddings.weight": emb, "head.bias": bias})
+    init_sd = {**src.state_dict, "roberta.embeddings.word_embeddings.weight": emb, "head.bias": bias}
+    load_into(model, init_sd)
     freeze_all_but_language(model, cfg.train_head_bias)
     frozen = sorted(n for n, p in model.named_parameters() if not p.requires_grad)
-    frozen_before = checksum(src.state_dict, frozen)
+    frozen_before = checksum(init_sd, frozen)
     engine = eng.initialize(model, ds)
     start = 0
     if train.resume:
@@ -295,7 +296,8 @@ def run(sections: dict, extra_evals=None, select_by: str = "eval_loss") -> dict:
     predicted = train.global_batch_size * data_cfg.max_seq_length * data_cfg.mlm_probability
     flops = step_flops(src.step_cfg, data_cfg.max_seq_length, train.global_batch_size, predicted, src.depth,
                        [src.depth], set(), True, False, cfg.activation_checkpointing)
-    trainer = Trainer(engine, train, blocks, plan, masker, flops, train.output_dir, rank, world,
+    trainer = Trainer(engine, train, mlm_batches(blocks, plan, masker, train.seed, rank),
+                      train.global_batch_size * data_cfg.max_seq_length, flops, train.output_dir, rank, world,
                       start_step=start, evaluate=evaluate if (cfg.eval_files or extra_evals) else None,
                       eval_every=cfg.eval_every)
     summary = trainer.run()

@@ -51,7 +51,7 @@ def run(sections: dict) -> dict:
     from ..hf_io import export_hf, load_into, load_pretrained_state_dict
     from ..masking import Masker
     from ..model import MiniJointForMaskedLM
-    from ..trainer import Trainer
+    from ..trainer import Trainer, mlm_batches
 
     model_cfg, data_cfg, train, ds, tokenizer, pretrained = prepare(sections)
     resolved = to_dict({"model": model_cfg, "data": data_cfg, "train": train})
@@ -86,7 +86,8 @@ def run(sections: dict) -> dict:
 
     predicted = train.global_batch_size * data_cfg.max_seq_length * data_cfg.mlm_probability
     flops = pretrain_step_flops(model_cfg, data_cfg.max_seq_length, train.global_batch_size, predicted)
-    trainer = Trainer(engine, train, blocks, plan, Masker(tokenizer, data_cfg.mlm_probability), flops,
+    batches = mlm_batches(blocks, plan, Masker(tokenizer, data_cfg.mlm_probability), train.seed, rank)
+    trainer = Trainer(engine, train, batches, train.global_batch_size * data_cfg.max_seq_length, flops,
                       train.output_dir, rank, world, start_step=start)
     summary = trainer.run()
     local_all = [None] * world

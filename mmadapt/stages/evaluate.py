@@ -1,0 +1,109 @@
+"""Step 4: zero-shot transfer. Swap a language pack into a fine-tuned model and score the task.
+
+    deepspeed --num_gpus 1 launchers/evaluate.py --task xnli --model runs/xnli-en \
+        --language_pack packs/de-mini packs/de-full --eval_files xnli.de.test.jsonl xnli.de.test.jsonl \
+        --split test --output_dir runs/eval-de
+
+Each ``--language_pack`` is scored on the ``--eval_files`` entry at the same position (one file for
+all packs is fine); ``--language_pack source`` scores the fine-tuned model as it is, with the source
+embeddings. Results go to ``results.json`` and ``results.md`` in ``--output_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Optional
+
+from ..config import _f
+from ..errors import ConfigError
+from .common import stage_main
+
+SOURCE = "source"
+
+
+@dataclass
+class EvaluateConfig:
+    task: Optional[str] = _f(None, "xnli, pawsx or mlqa (must match the fine-tuned model)")
+    model: Optional[str] = _f(None, "a launchers/finetune.py --output_dir")
+    language_pack: list = _f([SOURCE], "step-2 output directories, or `source`", nargs="+")
+    eval_files: list = _f([], "task files in the target languages (one, or one per pack)", nargs="+")
+    dataset_name: Optional[str] = _f(None, "hub dataset instead of files (xnli, paws-x, mlqa)")
+    dataset_config: Optional[str] = _f(None, "its config, e.g. de")
+    split: str = _f("test", "split to score")
+    embeddings: str = _f("best", "which of a pack's embeddings: best (by its step-2 selection) or last",
+                         choices=("best", "last"))
+    output_dir: Optional[str] = _f(None, "where results.json and results.md go (default: print only)")
+
+
+SECTIONS = {"evaluate": EvaluateConfig}
+
+
+def evaluate_pack(model_dir: str, pack: str, examples: list, which: str = "best") -> dict:
+    """Score one pack (or the source embeddings) on examples; the model is loaded fresh each time."""
+    from ..packs import check_pack_source, load_pack, swap_language
+    from ..tasks import score
+    from ..tokenizer import load_tokenizer
+    from .finetune import load_finetuned
+
+    spec, model, tokenizer, meta = load_finetuned(model_dir)
+    label = SOURCE
+    if pack != SOURCE:
+        tensors, pack_meta = load_pack(pack, which)
+        check_pack_source(pack_meta, meta["source_checksum"], f"--model {model_dir}")
+        swap_language(model, tensors)
+        tokenizer = load_tokenizer(os.path.join(pack, "tokenizer"))
+        label = f"{os.path.basename(os.path.normpath(pack))} ({pack_meta.get('through', '?')})"
+    return {"pack": label, **score(spec, model, tokenizer, examples, meta["max_seq_length"])}
+
+
+def markdown_table(rows: list) -> str:
+    keys = [k for k in rows[0] if k != "pack"]
+    lines = ["| pack | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for r in rows:
+        cells = [f"{r[k]:.4f}" if isinstance(r[k], float) else str(r[k]) for k in keys]
+        lines.append(f"| {r['pack']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run(sections: dict) -> list:
+    from .. import engine as eng
+    from ..tasks import load_examples, task_spec
+    from .finetune import load_finetuned
+
+    cfg = sections["evaluate"]
+    if not cfg.model:
+        raise ConfigError("--model is missing; fix: pass a fine-tuned directory")
+    spec, _, _, meta = load_finetuned(cfg.model)
+    if cfg.task and task_spec(cfg.task).name != spec.name:
+        raise ConfigError(f"--task {cfg.task}: {cfg.model} was fine-tuned for {spec.name}; fix: match them")
+    files = cfg.eval_files or [None]
+    if len(files) not in (1, len(cfg.language_pack)):
+        raise ConfigError(f"{len(files)} --eval_files for {len(cfg.language_pack)} --language_pack; fix: give "
+                          "one file, or one per pack")
+    datasets_ = [load_examples(spec, f, cfg.dataset_name, cfg.dataset_config, cfg.split) for f in files]
+    rank, _ = eng.init_distributed()
+    rows = []
+    if rank == 0:  # scoring is cheap next to training: one rank does it, the others wait
+        for i, pack in enumerate(cfg.language_pack):
+            rows.append(evaluate_pack(cfg.model, pack, datasets_[i % len(datasets_)], cfg.embeddings))
+        table = markdown_table(rows)
+        print(table, flush=True)
+        if cfg.output_dir:
+            os.makedirs(cfg.output_dir, exist_ok=True)
+            with open(os.path.join(cfg.output_dir, "results.json"), "w", encoding="utf-8") as fh:
+                json.dump({"task": spec.name, "split": cfg.split, "results": rows}, fh, indent=2)
+            with open(os.path.join(cfg.output_dir, "results.md"), "w", encoding="utf-8") as fh:
+                fh.write(f"# {spec.name} ({cfg.split})\n\n" + table)
+    eng.barrier()
+    return rows
+
+
+def main(argv=None) -> int:
+    return stage_main("evaluate", __doc__, SECTIONS, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
