@@ -45,6 +45,13 @@ class AdaptConfig:
     eval_files: list = _f([], "held-out target text for the primary model's MLM loss", nargs="+")
     eval_every: int = _f(50, "steps between evaluations of the primary model")
     eval_blocks: int = _f(64, "held-out blocks per evaluation")
+    parallel_file: Optional[str] = _f(None, "source<TAB>target pairs: retrieval top-1 at each evaluation")
+    parallel_limit: int = _f(1000, "pairs used for retrieval")
+    task_models: list = _f([], "fine-tuned source task models (launchers/finetune.py): zero-shot score at "
+                           "each evaluation, mean over them", nargs="+")
+    task_eval_file: Optional[str] = _f(None, "target-language task file for --task_models")
+    select_by: str = _f("eval_loss", "figure that picks the pack's best embeddings",
+                        choices=("eval_loss", "retrieval_top1", "zero_shot_accuracy", "zero_shot_f1"))
     activation_checkpointing: bool = _f(False, "recompute each layer in backward")
 
 
@@ -208,7 +215,44 @@ def gathered_language_params(engine) -> tuple[torch.Tensor, torch.Tensor]:
     return tuple(p.detach().float().cpu().clone() for p in params)
 
 
-def run(sections: dict, extra_evals=None, select_by: str = "eval_loss") -> dict:
+def downstream_evaluators(cfg: AdaptConfig, src: Step2Model, target_tok) -> list:
+    """Retrieval and zero-shot evaluators asked for by the flags (built on rank 0)."""
+    from ..evaluators import Retrieval, ZeroShot
+    from ..hf_io import load_into
+    from ..model import MiniJointForMaskedLM
+    from ..tokenizer import load_tokenizer
+
+    out = []
+    if cfg.parallel_file:
+        source = MiniJointForMaskedLM(dataclasses.replace(src.primary_cfg, mini_head=False, mini_layers=None,
+                                                          hidden_dropout=0.0, attention_dropout=0.0)).eval()
+        load_into(source, {k: v for k, v in src.primary_sd.items() if not k.startswith("mini_head.")})
+        out.append(Retrieval(source, load_tokenizer(cfg.source_tokenizer or cfg.model), target_tok,
+                             cfg.parallel_file, cfg.parallel_limit))
+    if cfg.task_models:
+        out.append(ZeroShot(cfg.task_models, cfg.task_eval_file, target_tok))
+    return out
+
+
+def check_adapt_inputs(cfg: AdaptConfig, data_cfg) -> None:
+    from ..data import check_text_file
+
+    for path in cfg.eval_files:
+        check_text_file(path, data_cfg.text_field)
+    if cfg.eval_every < 1:
+        raise ConfigError(f"--eval_every {cfg.eval_every} must be >= 1; fix: give a positive value")
+    if cfg.parallel_file:
+        check_text_file(cfg.parallel_file, None)
+    if cfg.task_models and not cfg.task_eval_file:
+        raise ConfigError("--task_models needs --task_eval_file (target-language task file); fix: add it")
+    wanted = {"eval_loss": cfg.eval_files, "retrieval_top1": cfg.parallel_file,
+              "zero_shot_accuracy": cfg.task_models, "zero_shot_f1": cfg.task_models}[cfg.select_by]
+    if not wanted:
+        raise ConfigError(f"--select_by {cfg.select_by} has nothing to measure it; fix: pass the matching "
+                          "--eval_files / --parallel_file / --task_models")
+
+
+def run(sections: dict) -> dict:
     from .. import engine as eng
     from ..data import BatchPlan, build_blocks
     from ..ds_config import resolve_ds_config
@@ -222,11 +266,8 @@ def run(sections: dict, extra_evals=None, select_by: str = "eval_loss") -> dict:
 
     cfg, data_cfg, train = sections["adapt"], sections["data"], sections["train"]
     check_train_inputs(data_cfg, train)
-    from ..data import check_text_file
-    for path in cfg.eval_files:
-        check_text_file(path, data_cfg.text_field)
-    if cfg.eval_every < 1:
-        raise ConfigError(f"--eval_every {cfg.eval_every} must be >= 1; fix: give a positive value")
+    check_adapt_inputs(cfg, data_cfg)
+    select_by = cfg.select_by
     target_tok = load_tokenizer(data_cfg.tokenizer)
     src = load_step2_source(cfg, len(target_tok))
     if data_cfg.max_seq_length + 2 > src.step_cfg.max_position_embeddings:
@@ -270,7 +311,9 @@ def run(sections: dict, extra_evals=None, select_by: str = "eval_loss") -> dict:
         start = int(state["step"])
 
     masker = Masker(target_tok, data_cfg.mlm_probability)
-    evaluator = PrimaryEvaluator(src, eval_blocks, masker, extra_evals) if rank == 0 else None
+    evaluator = None
+    if rank == 0:
+        evaluator = PrimaryEvaluator(src, eval_blocks, masker, downstream_evaluators(cfg, src, target_tok))
     meta = {"source_model": os.path.abspath(cfg.model), "source_checksum": body_checksum(src.primary_sd),
             "through": cfg.through, "mini_kind": src.kind, "depth": src.depth, "init": cfg.init,
             "rows_copied": copied, "vocab_size": len(target_tok), "hidden_size": src.step_cfg.hidden_size,
@@ -298,7 +341,7 @@ def run(sections: dict, extra_evals=None, select_by: str = "eval_loss") -> dict:
                        [src.depth], set(), True, False, cfg.activation_checkpointing)
     trainer = Trainer(engine, train, mlm_batches(blocks, plan, masker, train.seed, rank),
                       train.global_batch_size * data_cfg.max_seq_length, flops, train.output_dir, rank, world,
-                      start_step=start, evaluate=evaluate if (cfg.eval_files or extra_evals) else None,
+                      start_step=start, evaluate=evaluate if (cfg.eval_files or cfg.parallel_file or cfg.task_models) else None,
                       eval_every=cfg.eval_every)
     summary = trainer.run()
     emb_final, bias_final = gathered_language_params(engine)

@@ -1,0 +1,95 @@
+"""Downstream figures of the primary model with a candidate set of target embeddings plugged in.
+
+Step 2 calls these at every evaluation (see stages/adapt.py): they are the verdict on the method,
+where the target MLM loss is only a diagnostic.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .model import MiniJointForMaskedLM
+
+
+@torch.no_grad()
+def mean_pooled(model: MiniJointForMaskedLM, tokenizer, sentences: list, max_len: int = 128,
+                batch_size: int = 64) -> torch.Tensor:
+    """One vector per sentence: the mean of the last hidden states over its real tokens."""
+    model.eval()
+    out = []
+    for i in range(0, len(sentences), batch_size):
+        enc = tokenizer(sentences[i:i + batch_size], truncation=True, max_length=max_len, padding=True,
+                        return_tensors="pt")
+        hidden, _ = model.encode(enc["input_ids"])
+        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        out.append((hidden * mask).sum(1) / mask.sum(1))
+    return torch.cat(out)
+
+
+def retrieval_top1(source_vecs: torch.Tensor, target_vecs: torch.Tensor) -> float:
+    """Share of target sentences whose nearest source sentence is their translation.
+
+    Each side is centred first: the pooled states of a small model share one dominant direction, and
+    uncentred cosines then rank by that direction rather than by meaning.
+    """
+    s = torch.nn.functional.normalize(source_vecs - source_vecs.mean(0), dim=-1)
+    t = torch.nn.functional.normalize(target_vecs - target_vecs.mean(0), dim=-1)
+    best = (t @ s.T).argmax(-1)
+    return (best == torch.arange(len(t))).float().mean().item()
+
+
+def read_parallel(path: str, limit: int) -> tuple[list, list]:
+    from .errors import ConfigError
+
+    src, tgt = [], []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != 2:
+                raise ConfigError(f"parallel file {path}:{lineno}: needs source<TAB>target; fix: that format")
+            src.append(parts[0])
+            tgt.append(parts[1])
+            if len(src) >= limit:
+                break
+    if not src:
+        raise ConfigError(f"parallel file {path}: empty; fix: give source<TAB>target lines")
+    return src, tgt
+
+
+class Retrieval:
+    """Top-1 retrieval on parallel pairs: source side by the source model as it is (computed once)."""
+
+    def __init__(self, source_model: MiniJointForMaskedLM, source_tokenizer, target_tokenizer, path: str,
+                 limit: int = 1000):
+        src, self.targets = read_parallel(path, limit)
+        self.source_vecs = mean_pooled(source_model, source_tokenizer, src)
+        self.target_tokenizer = target_tokenizer
+
+    def __call__(self, model: MiniJointForMaskedLM) -> dict:
+        target_vecs = mean_pooled(model, self.target_tokenizer, self.targets)
+        return {"retrieval_top1": retrieval_top1(self.source_vecs, target_vecs)}
+
+
+class ZeroShot:
+    """Accuracy of fine-tuned task models with the candidate embeddings swapped in (mean over them)."""
+
+    def __init__(self, task_dirs: list, eval_file: str, target_tokenizer):
+        from .stages.finetune import load_finetuned
+        from .tasks import load_examples
+
+        self.models = [load_finetuned(d) for d in task_dirs]
+        self.examples = load_examples(self.models[0][0], eval_file)
+        self.target_tokenizer = target_tokenizer
+
+    def __call__(self, model: MiniJointForMaskedLM) -> dict:
+        from .packs import swap_language
+        from .tasks import score
+
+        embeddings = model.roberta.embeddings.word_embeddings.weight
+        key = "accuracy" if self.models[0][0].kind == "pair" else "f1"
+        scores = []
+        for spec, task_model, _, meta in self.models:
+            swap_language(task_model, {"word_embeddings": embeddings.detach()})
+            scores.append(score(spec, task_model, self.target_tokenizer, self.examples,
+                                meta["max_seq_length"])[key])
+        return {f"zero_shot_{key}": sum(scores) / len(scores), f"zero_shot_{key}_per_model": scores}
