@@ -5,27 +5,27 @@
 (a) mmadapt's MiniJoint model (and plain MLM) against Hugging Face's XLMRobertaForMaskedLM with the
     same dimensions, random init, same batch: mmadapt projects only the masked positions to the 250k
     vocabulary, Hugging Face every position.
-(b) Step 2 (only the token embeddings train) through the mini-model and through the full model of one
-    model: wall-clock and measured FLOPs per step, and how far the wall-clock ratio follows the FLOPs
-    ratio.
-(c) The machine's fp32 matmul peak, measured in the same run, and the MFU of every configuration
-    against it, including a run at xlmr-base dimensions.
+(b) Step 2 (only the token embeddings train) through the full model and through its mini-model:
+    wall-clock and measured FLOPs per step, and how closely the wall-clock ratio follows the FLOPs ratio.
+(c) The machine's matmul peak, measured in the same run, and the MFU of every configuration against
+    it, including a MiniJoint run at xlmr-base dimensions.
 
-Every configuration is a real training step: forward, backward, AdamW (fused, the same for all).
-FLOPs per step are counted by FlopCounterMode on one step (mmadapt.flops.measure_step_flops); the
-analytic count of mmadapt.flops is shown beside them. Timings are medians over --steps after
---warmup. Bigger runs: --preset xlmr-large --seq_len 512 --batch 8 (on a GPU-less machine, slow).
+Every configuration is a real training step: forward, backward, AdamW (torch's fused kernel, the same
+for all). FLOPs per step are counted by FlopCounterMode on one step (mmadapt.flops.measure_step_flops),
+the analytic count of mmadapt.flops beside them. The configurations of a section are timed in
+alternation, one step each per round, so that load from other processes falls on all of them alike;
+times are the best of --steps rounds after --warmup (medians are in the JSON). Bigger runs, e.g.:
+--preset xlmr-large --seq_len 512 --batch 8 --skip_base.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
 import datetime
-import gc
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -40,17 +40,19 @@ from mmadapt.flops import StepFlops, adapt_step_flops, measure_step_flops, pretr
 from mmadapt.model import IGNORE_INDEX, MiniJointForMaskedLM, MiniModel, masked_lm_loss
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-XLMR_BASE = dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072)
 TARGET_WALL_VS_FLOPS = 0.15  # step-2 wall-clock ratio within 15% of the FLOPs ratio
 TARGET_SPEEDUP_VS_HF = 1.5
 TARGET_MFU = 0.5
+SECTION_A = "(a) pretraining step: mmadapt vs Hugging Face"
+SECTION_B = "(b) step 2: full model vs mini-model"
+SECTION_C = "(c) MFU at xlmr-base dimensions"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results"))
-    p.add_argument("--preset", default=None, help="model size preset for (a) and (b) (default: the "
-                   "dimension flags below); e.g. xlmr-base, xlmr-large")
+    p.add_argument("--output", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    p.add_argument("--preset", default=None, help="size preset for (a) and (b), e.g. xlmr-base, xlmr-large "
+                   "(default: the dimension flags below)")
     p.add_argument("--hidden_size", type=int, default=256)
     p.add_argument("--num_layers", type=int, default=12)
     p.add_argument("--num_heads", type=int, default=4)
@@ -63,22 +65,37 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=3, help="timed steps per configuration")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
-                   help="bf16: CPU autocast (weights and optimizer stay fp32)")
+                   help="bf16: CPU autocast (weights and optimizer stay fp32); the peak is measured in it")
     p.add_argument("--threads", type=int, default=None, help="default: every core")
     p.add_argument("--base_seq_len", type=int, default=128, help="sequence of the xlmr-base MFU run")
     p.add_argument("--base_batch", type=int, default=4, help="batch of the xlmr-base MFU run")
     p.add_argument("--skip_hf", action="store_true", help="skip (a)'s Hugging Face model")
     p.add_argument("--skip_base", action="store_true", help="skip the xlmr-base MFU run")
+    p.add_argument("--no_malloc_tuning", action="store_true", help="leave glibc's malloc as it is")
     return p.parse_args(argv)
 
 
-def model_config(args: argparse.Namespace, **over) -> ModelConfig:
+def keep_freed_memory() -> bool:
+    """Stop glibc from unmapping every freed large buffer (and page-faulting it back in next step).
+
+    A 250k-vocabulary step allocates several 100+ MB tensors; with glibc's defaults that cost ~0.5 s of
+    system time per step here. This is what a jemalloc/tcmalloc preload buys; it applies to every
+    configuration alike.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold, two_gib = -1, -3, 2**31 - 1
+    return bool(libc.mallopt(m_mmap_threshold, two_gib) and libc.mallopt(m_trim_threshold, two_gib))
+
+
+def model_config(args: argparse.Namespace) -> ModelConfig:
     dims = dict(vocab_size=args.vocab_size, max_position_embeddings=max(514, args.seq_len + 2),
                 mini_layers=args.mini_layers)
     if args.preset is None:
         dims.update(hidden_size=args.hidden_size, num_layers=args.num_layers, num_heads=args.num_heads,
                     intermediate_size=args.intermediate_size or 4 * args.hidden_size)
-    dims.update(over)
     return resolve_model(ModelConfig(model=args.preset or "small", **dims))
 
 
@@ -91,8 +108,8 @@ def random_batch(cfg: ModelConfig, batch: int, seq_len: int, masking: float, see
     return ids, labels
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 6) -> float:
-    """Best-of-``repeats`` FLOP/s of one n x n matmul: what this machine's BLAS reaches at best."""
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
+    """Best-of-``repeats`` FLOP/s of an n x n matmul: the most this machine's BLAS delivers."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     torch.matmul(a, b)
     best = float("inf")
@@ -103,18 +120,46 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 6) -> float:
     return 2.0 * n ** 3 / best
 
 
-# ---------------------------------------------------------------- timing one configuration
+def analytic_pretrain(cfg: ModelConfig, args, predicted: float) -> StepFlops:
+    # On CPU, attention dropout sends scaled_dot_product_attention down the math path (no recompute).
+    return pretrain_step_flops(cfg, args.seq_len, args.batch, predicted,
+                               fused_attention=cfg.attention_dropout == 0)
+
+
+def analytic_step2(cfg: ModelConfig, args, predicted: float, through: str) -> StepFlops:
+    return adapt_step_flops(cfg, args.seq_len, args.batch, predicted, through,
+                            fused_attention=cfg.attention_dropout == 0)
+
+
+# ---------------------------------------------------------------- timing
+
+
+@dataclass
+class Job:
+    """One training configuration: its loss, its optimizer, what the formula says it costs."""
+    name: str
+    loss_fn: Callable[[], torch.Tensor]
+    params: list
+    tokens: int  # positions read per step
+    analytic: Optional[StepFlops] = None
 
 
 @dataclass
 class Run:
     name: str
-    tokens: int  # positions read per step
-    flops: float  # measured by FlopCounterMode, one step
-    analytic: Optional[float]  # mmadapt.flops, where it models this configuration
-    step_s: float  # median wall-clock of a whole step (forward, backward, optimizer)
-    fwd_bwd_s: float  # median wall-clock of forward + backward alone
-    step_times: list = field(default_factory=list)
+    tokens: int
+    flops: float  # measured by FlopCounterMode on one step
+    analytic: Optional[float]
+    step_times: list = field(default_factory=list)  # whole steps: forward, backward, optimizer
+    fwd_bwd_times: list = field(default_factory=list)  # forward + backward alone
+
+    @property
+    def step_s(self) -> float:
+        return min(self.step_times)
+
+    @property
+    def fwd_bwd_s(self) -> float:
+        return min(self.fwd_bwd_times)
 
     @property
     def tokens_per_s(self) -> float:
@@ -127,45 +172,47 @@ class Run:
     def mfu(self, peak: float, fwd_bwd_only: bool = False) -> float:
         return self.flops / (self.fwd_bwd_s if fwd_bwd_only else self.step_s) / peak
 
+    def as_dict(self, peak: float) -> dict:
+        return {**dataclasses.asdict(self), "best_step_s": self.step_s, "median_step_s":
+                statistics.median(self.step_times), "best_fwd_bwd_s": self.fwd_bwd_s,
+                "tokens_per_s": self.tokens_per_s, "flops_per_s": self.flops_per_s,
+                "mfu_step": self.mfu(peak), "mfu_fwd_bwd": self.mfu(peak, True)}
 
-def benchmark(name: str, loss_fn: Callable[[], torch.Tensor], params: list, tokens: int,
-              args: argparse.Namespace, analytic: Optional[StepFlops] = None) -> Run:
-    """Count one step's FLOPs, then time ``--warmup`` + ``--steps`` real training steps."""
+
+def time_jobs(jobs: list, args: argparse.Namespace) -> list:
+    """Count each job's FLOPs on one step, then time them round-robin, one step each per round."""
     autocast = (torch.autocast("cpu", dtype=DTYPES[args.dtype]) if args.dtype != "fp32"
-                else nullcontext())
-    optimizer = torch.optim.AdamW(params, lr=1e-5, fused=True)
+                else nullcontext)
 
-    def forward():
-        with autocast:
-            return loss_fn()
+    def loss_of(job):
+        with autocast():
+            return job.loss_fn()
 
-    flops = measure_step_flops(forward).total
-    optimizer.zero_grad(set_to_none=True)
-    fwd_bwd, whole = [], []
-    for step in range(args.warmup + args.steps):
-        start = time.perf_counter()
-        forward().backward()
-        middle = time.perf_counter()
-        optimizer.step()
+    optimizers = [torch.optim.AdamW(job.params, lr=1e-5, fused=True) for job in jobs]
+    runs = []
+    for job, optimizer in zip(jobs, optimizers):
+        flops = measure_step_flops(lambda: loss_of(job)).total
         optimizer.zero_grad(set_to_none=True)
-        end = time.perf_counter()
-        if step >= args.warmup:
-            fwd_bwd.append(middle - start)
-            whole.append(end - start)
-    run = Run(name, tokens, flops, analytic.total if analytic else None, statistics.median(whole),
-              statistics.median(fwd_bwd), [round(t, 4) for t in whole])
-    print(f"  {name}: {run.step_s:.3f} s/step, {run.tokens_per_s:.0f} tokens/s, "
-          f"{run.flops / 1e9:.1f} GFLOP/step", flush=True)
-    return run
+        runs.append(Run(job.name, job.tokens, flops, job.analytic.total if job.analytic else None))
+    for round_ in range(args.warmup + args.steps):
+        for job, optimizer, run in zip(jobs, optimizers, runs):
+            start = time.perf_counter()
+            loss_of(job).backward()
+            middle = time.perf_counter()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            end = time.perf_counter()
+            if round_ >= args.warmup:
+                run.fwd_bwd_times.append(round(middle - start, 4))
+                run.step_times.append(round(end - start, 4))
+    for run in runs:
+        print(f"  {run.name}: {run.step_s:.3f} s/step, {run.tokens_per_s:.0f} tokens/s, "
+              f"{run.flops / 1e9:.1f} GFLOP/step", flush=True)
+    return runs
 
 
 def trainable(model: torch.nn.Module) -> list:
     return [p for p in model.parameters() if p.requires_grad]
-
-
-def free(*objects) -> None:
-    del objects
-    gc.collect()
 
 
 # ---------------------------------------------------------------- (a), (b), (c)
@@ -178,31 +225,25 @@ def compare_with_hf(args, cfg: ModelConfig, ids, labels) -> list:
     from mmadapt.hf_io import hf_config
 
     predicted, tokens = int(labels.ne(IGNORE_INDEX).sum()), ids.numel()
-    runs = []
     torch.manual_seed(0)
-    model = MiniJointForMaskedLM(cfg).train()
-    runs.append(benchmark("mmadapt MiniJoint (2 heads, masked only)", lambda: model(ids, labels).loss,
-                          trainable(model), tokens, args,
-                          pretrain_step_flops(cfg, args.seq_len, args.batch, predicted)))
-    free(model)
+    minijoint = MiniJointForMaskedLM(cfg).train()
     mlm_cfg = dataclasses.replace(cfg, mini_head=False, mini_layers=None)
-    model = MiniJointForMaskedLM(mlm_cfg).train()
-    runs.append(benchmark("mmadapt MLM (1 head, masked only)", lambda: model(ids, labels).loss,
-                          trainable(model), tokens, args,
-                          pretrain_step_flops(mlm_cfg, args.seq_len, args.batch, predicted)))
-    free(model)
+    mlm = MiniJointForMaskedLM(mlm_cfg).train()
+    jobs = [Job("mmadapt MiniJoint (2 heads, masked only)", lambda: minijoint(ids, labels).loss,
+                trainable(minijoint), tokens, analytic_pretrain(cfg, args, predicted)),
+            Job("mmadapt MLM (1 head, masked only)", lambda: mlm(ids, labels).loss, trainable(mlm),
+                tokens, analytic_pretrain(mlm_cfg, args, predicted))]
     if not args.skip_hf:
         hf = XLMRobertaForMaskedLM(hf_config(cfg)).train()
-        # Its head projects every position: the analytic count with "predicted" = all tokens.
-        runs.append(benchmark("HF XLMRobertaForMaskedLM (1 head, all positions)",
-                              lambda: hf(input_ids=ids, labels=labels).loss, trainable(hf), tokens, args,
-                              pretrain_step_flops(mlm_cfg, args.seq_len, args.batch, tokens)))
-        free(hf)
-    return runs
+        # Its head projects every position: the analytic count with every token "predicted".
+        jobs.append(Job("HF XLMRobertaForMaskedLM (1 head, all positions)",
+                        lambda: hf(input_ids=ids, labels=labels).loss, trainable(hf), tokens,
+                        analytic_pretrain(mlm_cfg, args, tokens)))
+    return time_jobs(jobs, args)
 
 
 def step2_paths(args, cfg: ModelConfig, ids, labels) -> list:
-    """(b) Step 2 through the full model (primary head) and through its mini-model."""
+    """(b) Step 2 through the full model (primary head) and through its mini-model (mini head)."""
     predicted, tokens = int(labels.ne(IGNORE_INDEX).sum()), ids.numel()
     torch.manual_seed(0)
     model = MiniJointForMaskedLM(cfg).train()
@@ -210,50 +251,47 @@ def step2_paths(args, cfg: ModelConfig, ids, labels) -> list:
     embeddings = model.roberta.embeddings.word_embeddings.weight  # tied to both heads' projection
     embeddings.requires_grad_(True)
     mini = MiniModel.view(model).train()
-    runs = [
-        benchmark("step 2 full", lambda: masked_lm_loss(model.lm_head, model.encode(ids)[0], labels),
-                  [embeddings], tokens, args,
-                  adapt_step_flops(cfg, args.seq_len, args.batch, predicted, "full")),
-        benchmark(f"step 2 mini (k={cfg.mini_layers})", lambda: mini(ids, labels).loss, [embeddings],
-                  tokens, args, adapt_step_flops(cfg, args.seq_len, args.batch, predicted, "mini")),
-    ]
-    free(model, mini)
-    return runs
+    # Two optimizers over the same tensor: each job's steps see only its own Adam state.
+    return time_jobs([
+        Job("step 2 full", lambda: masked_lm_loss(model.lm_head, model.encode(ids)[0], labels),
+            [embeddings], tokens, analytic_step2(cfg, args, predicted, "full")),
+        Job(f"step 2 mini (k={cfg.mini_layers})", lambda: mini(ids, labels).loss, [embeddings], tokens,
+            analytic_step2(cfg, args, predicted, "mini")),
+    ], args)
 
 
-def base_mfu(args) -> Run:
+def base_mfu(args) -> list:
     """(c) MiniJoint pretraining at xlmr-base dimensions (250k vocabulary), short sequences."""
     base_args = argparse.Namespace(**{**vars(args), "seq_len": args.base_seq_len, "batch": args.base_batch})
     cfg = resolve_model(ModelConfig(model="xlmr-base"))
     ids, labels = random_batch(cfg, args.base_batch, args.base_seq_len, args.masking, seed=1)
-    predicted = int(labels.ne(IGNORE_INDEX).sum())
     torch.manual_seed(0)
     model = MiniJointForMaskedLM(cfg).train()
-    run = benchmark(f"xlmr-base MiniJoint (k={cfg.mini_layers}), seq {args.base_seq_len} x "
-                    f"{args.base_batch}", lambda: model(ids, labels).loss, trainable(model), ids.numel(),
-                    base_args, pretrain_step_flops(cfg, args.base_seq_len, args.base_batch, predicted))
-    free(model)
-    return run
+    name = f"xlmr-base MiniJoint (k={cfg.mini_layers}), {args.base_batch} x seq {args.base_seq_len}"
+    return time_jobs([Job(name, lambda: model(ids, labels).loss, trainable(model), ids.numel(),
+                          analytic_pretrain(cfg, base_args, int(labels.ne(IGNORE_INDEX).sum())))],
+                     base_args)
 
 
 # ---------------------------------------------------------------- report
 
 
-def checks(hf_runs: list, step2: list, base: Optional[Run], peak: float, vocab: int) -> list:
-    """(text, met or None when not run) for each of the issue's targets."""
-    full, mini = step2
+def checks(sections: dict, peak: float, vocab: int) -> list:
+    """(text, met) for each of the issue's targets that this run measured."""
+    full, mini = sections[SECTION_B]
     flops_ratio, wall_ratio = full.flops / mini.flops, full.step_s / mini.step_s
     out = [(f"step-2 wall-clock ratio full/mini {wall_ratio:.2f}x vs FLOPs ratio {flops_ratio:.2f}x: "
-            f"ratio of ratios {wall_ratio / flops_ratio:.2f} (target within {TARGET_WALL_VS_FLOPS:.0%})",
+            f"ratio of ratios {wall_ratio / flops_ratio:.2f} (target: within {TARGET_WALL_VS_FLOPS:.0%})",
             abs(wall_ratio / flops_ratio - 1) <= TARGET_WALL_VS_FLOPS)]
-    hf = [r for r in hf_runs if r.name.startswith("HF")]
-    if hf:
-        speedup = hf_runs[0].tokens_per_s / hf[0].tokens_per_s
-        out.append((f"MiniJoint throughput {speedup:.2f}x HF at vocab {vocab} "
+    minijoint, *_, hf = sections[SECTION_A]
+    if hf.name.startswith("HF"):
+        speedup = minijoint.tokens_per_s / hf.tokens_per_s
+        out.append((f"MiniJoint throughput {speedup:.2f}x Hugging Face's at vocab {vocab} "
                     f"(target >= {TARGET_SPEEDUP_VS_HF}x)", speedup >= TARGET_SPEEDUP_VS_HF))
-    if base is not None:
-        out.append((f"MFU at xlmr-base dims {base.mfu(peak):.0%} of measured matmul peak, whole step "
-                    f"({base.mfu(peak, fwd_bwd_only=True):.0%} forward + backward alone) "
+    if SECTION_C in sections:
+        base = sections[SECTION_C][0]
+        out.append((f"MFU at xlmr-base dims {base.mfu(peak):.0%} of the measured matmul peak for the "
+                    f"whole step ({base.mfu(peak, fwd_bwd_only=True):.0%} for forward + backward) "
                     f"(target >= {TARGET_MFU:.0%})", base.mfu(peak) >= TARGET_MFU))
     return out
 
@@ -271,62 +309,69 @@ def run_table(runs: list, peak: float) -> str:
 
 def markdown(meta: dict, cfg: ModelConfig, sections: dict, results: list, peak: float) -> str:
     parts = ["# Throughput, FLOP/s and MFU (measured)",
-             f"{meta['date']}, {meta['machine']}, torch {meta['torch']}, {meta['threads']} threads, "
-             f"{meta['dtype']}. Load average at start / end: {meta['load_start']} / {meta['load_end']} "
-             "(the machine is shared; timings move with it).",
+             f"{meta['date']}; {meta['machine']}; torch {meta['torch']}, {meta['threads']} threads, "
+             f"{meta['dtype']}; malloc tuning {'on' if meta['malloc_tuning'] else 'off'}. Load average "
+             f"(1 min) at start / end: {meta['load_start']} / {meta['load_end']}: the machine is shared, "
+             "and timings move with its load.",
              f"Command: `{meta['command']}`",
-             f"Measured matmul peak ({meta['dtype']}, 2048^3, best of 6): **{peak / 1e9:.1f} GFLOP/s**.",
-             f"Model for (a) and (b): h {cfg.hidden_size}, {cfg.num_layers} layers, {cfg.num_heads} heads, "
-             f"ffn {cfg.intermediate_size}, vocab {cfg.vocab_size}, mini head after layer "
-             f"{cfg.mini_layers}; batch {meta['batch']} x seq {meta['seq_len']}, {meta['masking']:.0%} "
-             f"masked; dropout as configured (0.1). Optimizer: torch AdamW (fused), same for every row; "
-             f"step 2 updates only the embedding matrix."]
+             f"Measured matmul peak ({meta['dtype']}, 2048^3, best of 10): **{peak / 1e9:.1f} GFLOP/s**.",
+             f"Model of (a) and (b): h {cfg.hidden_size}, {cfg.num_layers} layers, {cfg.num_heads} heads, "
+             f"ffn {cfg.intermediate_size}, vocab {cfg.vocab_size}, mini head after layer {cfg.mini_layers}; "
+             f"batch {meta['batch']} x seq {meta['seq_len']}, {meta['masking']:.0%} of positions masked; "
+             f"dropout {cfg.hidden_dropout} (so CPU attention runs the unfused math path). Optimizer: "
+             "torch AdamW (fused) for every row; step 2 updates only the embedding matrix. Times: best of "
+             f"{meta['steps']} steps after {meta['warmup']} warm-up, configurations of a section alternating."]
     for title, runs in sections.items():
         parts += [f"## {title}", run_table(runs, peak)]
-    parts += ["## Targets"] + [f"- {'MET' if met else 'NOT MET'}: {text}" for text, met in results]
-    parts += ["Notes: MFU = measured matmul FLOPs per step / time / measured matmul peak (same dtype). "
-              "FLOPs count only matrix products (FlopCounterMode's convention); LayerNorm, GELU, "
-              "softmax, cross-entropy, dropout, the embedding gradient and the optimizer are time "
-              "without counted FLOPs. fp32 on CPU: bf16 autocast (--dtype bf16) changes the peak and "
-              "the kernels."]
+    parts += ["## Targets", "\n".join(f"- **{'MET' if met else 'NOT MET'}**: {text}" for text, met in results)]
+    parts += ["MFU = measured matmul FLOPs per step / time / measured matmul peak (same dtype). FLOPs "
+              "count matrix products only (FlopCounterMode's convention); LayerNorm, GELU, softmax, "
+              "cross-entropy, dropout, the embedding gradient and the optimizer take time without counted "
+              "FLOPs. Precision: fp32 on CPU; --dtype bf16 runs CPU autocast against a bf16 peak."]
     return "\n\n".join(parts) + "\n"
+
+
+def machine_name() -> str:
+    """/proc/cpuinfo's model name and the core count."""
+    name = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            name = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{name}, {os.cpu_count()} cores"
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    malloc_tuning = not args.no_malloc_tuning and keep_freed_memory()
     os.makedirs(args.output, exist_ok=True)
     meta = {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": machine_name(),
-            "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "dtype": args.dtype, "load_start": "%.2f" % os.getloadavg()[0], "batch": args.batch,
-            "seq_len": args.seq_len, "masking": args.masking,
-            "command": " ".join([".venv/bin/python benchmarks/throughput.py",
-                                 *(sys.argv[1:] if argv is None else argv)])}
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "dtype": args.dtype,
+            "malloc_tuning": malloc_tuning, "load_start": f"{os.getloadavg()[0]:.2f}",
+            "batch": args.batch, "seq_len": args.seq_len, "masking": args.masking, "steps": args.steps,
+            "warmup": args.warmup, "command": " ".join([".venv/bin/python benchmarks/throughput.py",
+                                                        *(sys.argv[1:] if argv is None else argv)])}
     print("(c) matmul peak", flush=True)
     peak = matmul_peak(DTYPES[args.dtype])
     print(f"  {peak / 1e9:.1f} GFLOP/s", flush=True)
     cfg = model_config(args)
     ids, labels = random_batch(cfg, args.batch, args.seq_len, args.masking)
-    print("(a) mmadapt vs Hugging Face", flush=True)
-    sections = {"(a) pretraining step: mmadapt vs Hugging Face": compare_with_hf(args, cfg, ids, labels)}
-    print("(b) step 2 through full and mini", flush=True)
-    sections["(b) step 2: full model vs mini-model"] = step2_paths(args, cfg, ids, labels)
-    base = None
+    print(SECTION_A, flush=True)
+    sections = {SECTION_A: compare_with_hf(args, cfg, ids, labels)}
+    print(SECTION_B, flush=True)
+    sections[SECTION_B] = step2_paths(args, cfg, ids, labels)
     if not args.skip_base:
-        print("(c) xlmr-base dimensions", flush=True)
-        base = base_mfu(args)
-        sections["(c) MFU at xlmr-base dimensions"] = [base]
-    meta["load_end"] = "%.2f" % os.getloadavg()[0]
-    results = checks(sections["(a) pretraining step: mmadapt vs Hugging Face"],
-                     sections["(b) step 2: full model vs mini-model"], base, peak, cfg.vocab_size)
+        print(SECTION_C, flush=True)
+        sections[SECTION_C] = base_mfu(args)
+    meta["load_end"] = f"{os.getloadavg()[0]:.2f}"
+    results = checks(sections, peak, cfg.vocab_size)
     with open(os.path.join(args.output, "throughput.md"), "w", encoding="utf-8") as fh:
         fh.write(markdown(meta, cfg, sections, results, peak))
     with open(os.path.join(args.output, "throughput.json"), "w", encoding="utf-8") as fh:
         json.dump({"meta": meta, "matmul_peak_flops": peak, "config": dataclasses.asdict(cfg),
-                   "sections": {title: [{**dataclasses.asdict(r), "tokens_per_s": r.tokens_per_s,
-                                         "flops_per_s": r.flops_per_s, "mfu_step": r.mfu(peak),
-                                         "mfu_fwd_bwd": r.mfu(peak, True)} for r in runs]
-                                for title, runs in sections.items()},
+                   "sections": {title: [r.as_dict(peak) for r in runs] for title, runs in sections.items()},
                    "targets": [{"check": text, "met": met} for text, met in results]}, fh, indent=1)
     print()
     for title, runs in sections.items():
@@ -337,17 +382,6 @@ def main(argv=None) -> int:
         print(f"{'MET' if met else 'NOT MET'}: {text}")
     print(f"wrote {args.output}/throughput.md, throughput.json")
     return 0
-
-
-def machine_name() -> str:
-    """lscpu's model name and the core count, for the report."""
-    name = platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            name = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{name}, {os.cpu_count()} cores"
 
 
 if __name__ == "__main__":

@@ -101,11 +101,11 @@ def step_flops(cfg: ModelConfig, seq_len: int, sequences: float, predicted: floa
     for i in range(1, depth + 1):
         linear, attention = layer_forward(cfg, seq_len, tokens)
         out.forward += linear + attention
-        gradient_leaves = trains_at_or_below(i - 1)  # someone below wants this layer's input gradient
-        if not (gradient_leaves or i in trainable_layers):
+        input_grad_needed = trains_at_or_below(i - 1)  # something below trains: it wants our input grad
+        if not (input_grad_needed or i in trainable_layers):
             continue  # frozen and below everything trainable: no backward, no recompute
         out.backward_input += linear + attention_backward(attention, fused_attention)
-        if not gradient_leaves:
+        if not input_grad_needed:
             out.backward_input -= qkv_input_grad(cfg, tokens)
         if i in trainable_layers:
             out.backward_weight += linear

@@ -247,7 +247,7 @@ def check_adapt_inputs(cfg: AdaptConfig, data_cfg) -> None:
         raise ConfigError("--task_models needs --task_eval_file (target-language task file); fix: add it")
     wanted = {"eval_loss": cfg.eval_files, "retrieval_top1": cfg.parallel_file,
               "zero_shot_accuracy": cfg.task_models, "zero_shot_f1": cfg.task_models}[cfg.select_by]
-    if not wanted:
+    if not wanted and cfg.select_by != "eval_loss":  # eval_loss is the default: no evaluation, no choice
         raise ConfigError(f"--select_by {cfg.select_by} has nothing to measure it; fix: pass the matching "
                           "--eval_files / --parallel_file / --task_models")
 
