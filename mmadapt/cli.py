@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--tag", help="checkpoint tag (default: latest)")
     ex.set_defaults(func=cmd_export)
 
+    sub.add_parser("demo", help="the main job: mini-model vs standard adaptation on the built-in "
+                   "benchmark (`mmadapt demo --help`)", add_help=False)
+
     dt = sub.add_parser("demo-text", help="write the built-in generated text")
     dt.add_argument("--output", required=True)
     dt.add_argument("--sentences", type=int, default=20000)
@@ -120,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["demo"]:
+        from .demo import main as demo_main
+        return demo_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
