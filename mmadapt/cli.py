@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="the main job: mini-model vs standard adaptation on the built-in "
                    "benchmark (`mmadapt demo --help`)", add_help=False)
 
+    sub.add_parser("pipeline", help="steps 1-4 for several languages from one YAML "
+                   "(`mmadapt pipeline --help`)", add_help=False)
+
     dt = sub.add_parser("demo-text", help="write the built-in generated text")
     dt.add_argument("--output", required=True)
     dt.add_argument("--sentences", type=int, default=20000)
@@ -127,6 +130,9 @@ def main(argv=None) -> int:
     if argv[:1] == ["demo"]:
         from .demo import main as demo_main
         return demo_main(argv[1:])
+    if argv[:1] == ["pipeline"]:
+        from .pipeline import main as pipeline_main
+        return pipeline_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

@@ -62,6 +62,7 @@ class DemoConfig:
     full_steps: int = 120
     step2_lr: float = 2e-3
     eval_marks: int = 4
+    reuse: bool = False  # keep stages already complete in --output (their summary.json exists)
 
 
 def _free_port() -> int:
@@ -81,7 +82,11 @@ class Demo:
         return os.path.join(self.out, *parts)
 
     def launch(self, name: str, script: str, args: list) -> None:
-        """One stage on cfg.nproc ranks; skipped when its output is already complete."""
+        """One stage on cfg.nproc ranks; with --reuse, skipped when its output is already complete."""
+        if self.cfg.reuse and os.path.isfile(self.path(name, "summary.json")):
+            print(f"\n== {name}: complete, reused", flush=True)
+            return
+        shutil.rmtree(self.path(name), ignore_errors=True)
         cmd = [os.path.join(self.bin, "deepspeed"), "--num_gpus", str(self.cfg.nproc), "--master_port",
                str(_free_port()), os.path.join(REPO, "launchers", script)] + [str(a) for a in args]
         print(f"\n== {name}", flush=True)
@@ -111,7 +116,7 @@ class Demo:
 
     def common(self) -> list:
         return ["--deepspeed_config", self.cfg.deepspeed_config, "--max_seq_length", self.cfg.seq_len,
-                "--global_batch_size", self.cfg.batch, "--cache_dir", self.path("cache"), "--seed", self.cfg.seed]
+                "--global_batch_size", self.cfg.batch, "--seed", self.cfg.seed]
 
     def pretrain(self) -> None:
         c = self.cfg
@@ -120,7 +125,7 @@ class Demo:
             "--num_heads", max(1, c.hidden_size // 32), "--intermediate_size", 4 * c.hidden_size,
             "--mini_layers", c.mini_layers, "--hidden_dropout", 0.0, "--attention_dropout", 0.0,
             "--train_files", self.path("data", "source.train.txt"), "--tokenizer", self.path("tok-source"),
-            "--output_dir", self.path("pretrain"), "--max_steps", c.pretrain_steps, "--lr", c.pretrain_lr,
+            "--output_dir", self.path("pretrain"), "--cache_dir", self.path("cache"), "--max_steps", c.pretrain_steps, "--lr", c.pretrain_lr,
             "--warmup_steps", max(1, c.pretrain_steps // 10), "--log_every", 50])
 
     def finetune(self) -> list:
@@ -165,17 +170,19 @@ class Demo:
                 "--task_models", *task_dirs, "--task_eval_file", self.path("data", "task.target.test.jsonl"),
                 "--select_by", "retrieval_top1", "--max_steps", n, "--eval_every", every,
                 "--lr", self.cfg.step2_lr, "--warmup_steps", max(1, n // 20), "--weight_decay", 0.0,
-                "--output_dir", self.path(f"step2-{through}"), "--log_every", max(1, every // 2)])
+                "--output_dir", self.path(f"step2-{through}"), "--cache_dir", self.path("cache"),
+                "--log_every", max(1, every // 2)])
 
     def run(self) -> dict:
         from .report import write_demo_report
 
-        if os.path.isdir(self.out):
+        if os.path.isdir(self.out) and not self.cfg.reuse:
             shutil.rmtree(self.out)
-        os.makedirs(self.path("logs"))
+        os.makedirs(self.path("logs"), exist_ok=True)
         t0 = time.perf_counter()
         print(f"mmadapt demo -> {self.out}", flush=True)
-        self.data()
+        if not (self.cfg.reuse and os.path.isfile(self.path("tok-target", "tokenizer.json"))):
+            self.data()
         self.timings["data"] = time.perf_counter() - t0
         self.pretrain()
         task_dirs = self.finetune()
@@ -191,7 +198,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="mmadapt demo", description=__doc__.split("\n\n")[0])
     for f in dataclasses.fields(DemoConfig):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        if isinstance(default, list):
+        if isinstance(default, bool):
+            parser.add_argument(f"--{f.name}", action="store_true")
+        elif isinstance(default, list):
             parser.add_argument(f"--{f.name}", type=int, nargs="+", default=default)
         else:
             parser.add_argument(f"--{f.name}", type=type(default), default=default)
@@ -203,6 +212,9 @@ def main(argv=None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # a stage failed: its log holds the details
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(report["summary_text"], flush=True)
     return 0
 

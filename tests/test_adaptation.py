@@ -312,3 +312,38 @@ def test_bad_inputs_to_the_adaptation_steps(world, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_pipeline_runs_all_steps_and_skips_complete_ones(world, tmp_path):
+    import yaml
+
+    from mmadapt.pipeline import main as pipeline_main
+
+    cfg = {
+        "output_dir": str(tmp_path / "pipe"), "deepspeed_config": ZERO3, "nproc": 1,
+        "common": {"max_seq_length": 32, "global_batch_size": 8, "log_every": 2},
+        "source": {"model": world["primary"]},
+        "task": {"name": "xnli", "train_file": world["xnli_train"], "eval_file": world["xnli_src_test"],
+                 "args": {"max_steps": 3}},
+        "through": ["mini", "full"],
+        "step2": {"max_steps": 3, "cache_dir": str(world["root"] / "cache")},
+        "languages": [{"name": "xx", "train_files": [world["tgt"]], "task_eval_file": world["xnli_tgt_test"],
+                       "vocab_size": 60}],
+    }
+    path = tmp_path / "pipe.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert pipeline_main([str(path)]) == 0
+    summary = json.load(open(tmp_path / "pipe" / "summary.json"))
+    rows = {r["method"]: r for r in summary["results"]}
+    assert set(rows) == {"mini", "full"} and all(r["language"] == "xx" for r in rows.values())
+    assert rows["mini"]["step2_flops"] < rows["full"]["step2_flops"]
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows.values())
+    assert "| xx | mini |" in (tmp_path / "pipe" / "summary.md").read_text()
+
+    stamp = os.path.getmtime(tmp_path / "pipe" / "step2-xx-mini" / "summary.json")
+    assert pipeline_main([str(path)]) == 0  # everything complete: nothing reruns
+    assert os.path.getmtime(tmp_path / "pipe" / "step2-xx-mini" / "summary.json") == stamp
+
+    del cfg["task"]
+    path.write_text(yaml.safe_dump(cfg))
+    assert pipeline_main([str(path)]) == 2
