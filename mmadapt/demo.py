@@ -45,6 +45,7 @@ class DemoConfig:
     parallel_pairs: int = 1000
     task_train: int = 3000
     task_test: int = 600
+    task_mode: str = "first_clause"  # see mmadapt/synthetic.py: Sampler.first_clause_pair
     vocab_size: int = 1000
     # model and pretraining
     hidden_size: int = 128
@@ -109,7 +110,8 @@ class Demo:
         c = self.cfg
         generate(SyntheticConfig(seed=c.seed, lexicon_size=c.lexicon_size, source_sentences=c.source_sentences,
                                  target_sentences=c.target_sentences, parallel_pairs=c.parallel_pairs,
-                                 task_train=c.task_train, task_test=c.task_test), self.path("data"))
+                                 task_train=c.task_train, task_test=c.task_test, task_mode=c.task_mode),
+                 self.path("data"))
         for side in ("source", "target"):
             train_tokenizer([self.path("data", f"{side}.train.txt")], c.vocab_size, self.path(f"tok-{side}"),
                             seed=c.seed)
@@ -126,7 +128,7 @@ class Demo:
             "--mini_layers", c.mini_layers, "--hidden_dropout", 0.0, "--attention_dropout", 0.0,
             "--train_files", self.path("data", "source.train.txt"), "--tokenizer", self.path("tok-source"),
             "--output_dir", self.path("pretrain"), "--cache_dir", self.path("cache"), "--max_steps", c.pretrain_steps, "--lr", c.pretrain_lr,
-            "--warmup_steps", max(1, c.pretrain_steps // 10), "--log_every", 50])
+            "--warmup_steps", max(1, c.pretrain_steps // 20), "--log_every", 50])
 
     def finetune(self) -> list:
         dirs = []
@@ -153,11 +155,13 @@ class Demo:
         tokens_predicted = self.cfg.batch * self.cfg.seq_len * 0.15
         per_step = {p: adapt_step_flops(cfg, self.cfg.seq_len, self.cfg.batch, tokens_predicted, p).total
                     for p in ("full", "mini")}
-        full = self.cfg.full_steps
-        mini = round(full * per_step["full"] / per_step["mini"])
-        marks = self.cfg.eval_marks
-        return {"full": (full, max(1, full // marks)), "mini": (mini, max(1, mini // marks)),
-                "ratio": per_step["full"] / per_step["mini"]}
+        ratio = per_step["full"] / per_step["mini"]
+        # The same budget (to half a mini step) and evaluation marks at the same FLOPs (to half a mini
+        # step per mark): the full path evaluates every `every` steps, the mini path every `every * ratio`.
+        every = max(1, self.cfg.full_steps // self.cfg.eval_marks)
+        full = every * self.cfg.eval_marks
+        return {"full": (full, every), "mini": (round(full * ratio), max(1, round(every * ratio))),
+                "ratio": ratio}
 
     def adapt(self, task_dirs: list, steps: dict) -> None:
         for through in ("full", "mini"):

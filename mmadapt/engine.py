@@ -53,6 +53,10 @@ def init_distributed(timeout_minutes: float = 30.0) -> tuple[int, int]:
     configure_threads()
     # DeepSpeed 0.19 calls deprecated collectives every ZeRO step: a warning per step is noise.
     warnings.filterwarnings("ignore", message=r"`torch.distributed.\w+` is deprecated", category=FutureWarning)
+    # DeepSpeed's INFO lines (its whole config, every rank) drown rank 0's progress bar; MMADAPT_DS_LOG
+    # brings them back.
+    from deepspeed.utils import logger as ds_logger
+    ds_logger.setLevel(os.environ.get("MMADAPT_DS_LOG", "WARNING").upper())
     if not dist.is_initialized():
         deepspeed.init_distributed(dist_backend=get_accelerator().communication_backend_name(),
                                    auto_mpi_discovery=True,

@@ -76,6 +76,9 @@ def write_demo_report(out: str, config: dict, timings: dict, task_dirs: list) ->
     curves = {p: read_jsonl(os.path.join(out, f"step2-{p}", "eval.jsonl")) for p in PATHS}
     summaries = {p: json.load(open(os.path.join(out, f"step2-{p}", "summary.json"))) for p in PATHS}
     chance = 1 / 3
+    meta_path = os.path.join(out, "data", "meta.json")
+    data_meta = json.load(open(meta_path)) if os.path.isfile(meta_path) else {}
+    baseline = data_meta.get("lexical_overlap_baseline_accuracy")
     acc = verdict(curves, "zero_shot_accuracy", chance)
     retrieval = verdict(curves, "retrieval_top1", 1 / config["parallel_pairs"])
     sanity = {"unigram_entropy": pre["unigram_entropy"], "primary_loss": pre["final_loss"],
@@ -114,6 +117,11 @@ def write_demo_report(out: str, config: dict, timings: dict, task_dirs: list) ->
         f"| {_fmt(sum(sources) / len(sources), True)} | {_fmt(acc['standard_final'], True)} / "
         f"{_fmt(acc['standard_best'], True)} | {_fmt(acc['mini_final'], True)} / {_fmt(acc['mini_best'], True)} | "
         f"{_fmt(chance, True)} |", "",
+        f"Source accuracy per fine-tuning seed: {', '.join(_fmt(x, True) for x in sources)}. Task mode "
+        f"{data_meta.get('config', {}).get('task_mode', '?')}; lexical-overlap baseline on the source test "
+        f"(majority label per new-word count and frequent new words): {_fmt(baseline, True)}%. Target "
+        f"accuracy at step 0 (the fine-tuned models with the step-2 initial embeddings): "
+        f"{_fmt(curves['full'][0]['zero_shot_accuracy'], True)}%.", "",
         "## Step-2 compute", "", "| path | steps | FLOPs | FLOPs/step | wall-clock (s) |", "|---|---|---|---|---|",
         *[f"| {LABEL[p]} | {step2[p]['steps']} | {step2[p]['flops']:.3g} | {step2[p]['flops_per_step']:.3g} | "
           f"{step2[p]['wall_clock_s']:.1f} |" for p in PATHS], "",
@@ -139,7 +147,8 @@ def write_demo_report(out: str, config: dict, timings: dict, task_dirs: list) ->
     with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as fh:
         fh.write(text)
     report = {"config": config, "verdict": acc, "retrieval": retrieval, "pretraining": sanity, "step2": step2,
-              "ratios": ratios, "source_accuracy": sources, "curves": curves, "timings": timings}
+              "ratios": ratios, "source_accuracy": sources, "lexical_overlap_baseline": baseline,
+              "curves": curves, "timings": timings}
     with open(os.path.join(out, "report.json"), "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=2)
     summary = (f"\nzero-shot accuracy: standard final {_fmt(acc['standard_final'], True)}% / best "

@@ -73,6 +73,7 @@ class SyntheticConfig:
     parallel_pairs: int = 2000
     task_train: int = 6000
     task_test: int = 1500
+    task_mode: str = "controlled"  # "controlled": overlap-balanced moves; "first_clause": see Sampler.first_clause_pair
 
 
 # ----------------------------------------------------------------------------------------- meanings
@@ -453,6 +454,38 @@ class Sampler:
                     return premise, h
 
 
+    def first_clause_pair(self, label: int, realiser: Realiser) -> tuple[Sentence, Clause]:
+        """A premise and a hypothesis about its first clause (task mode "first_clause").
+
+        The premise's first clause is negated half the time, and the premise names a second entity of
+        that clause's subject class. The hypothesis is the first clause, modifiers and relative clauses
+        dropped: kept as it is (entailment), with its polarity flipped or, for "X is A", A's antonym
+        (contradiction), or said of that second entity (neutral; polarity flipped half the time). So
+        new words and negation words are weak cues; deciding the label needs the hypothesis lined up
+        with the premise's first clause: its subject, its predicate and its polarity. Every label is
+        checked with `judge`."""
+        r = self.rng
+        while True:
+            premise = self.sentence()
+            c = replace(premise.clauses[0], negated=r.random() < 0.5)  # polarity: no cue to the label
+            premise = Sentence((c,) + premise.clauses[1:], premise.conjunctions)
+            subj, cls = (c.subject.noun, c.subject.plural), self.lex.noun_class[c.subject.noun]
+            entities = sorted({(np.noun, np.plural) for cl in premise.clauses for np in _nps(cl)})
+            known = [e for e in entities if e != subj and self.lex.noun_class[e[0]] == cls]
+            if not known or not coherent(resolved_clauses(premise)):
+                continue  # every premise names a second entity of its first subject's class
+            bare = lambda np: None if np is None else NP(np.noun, np.plural)  # noqa: E731
+            h = Clause(bare(c.subject), c.verb, bare(c.obj), c.adj, c.negated)
+            if label == CONTRADICTION:
+                h = replace(h, adj=h.adj ^ 1) if h.verb is None and r.random() < 0.5 else self._negate(h)
+            elif label == NEUTRAL:  # the same predicate about the premise's other entity of that class
+                h = replace(h, subject=NP(*r.choice(known)))
+                if r.random() < 0.5:
+                    h = self._negate(h)
+            if coherent([h]) and judge(sentence_facts(premise), clause_facts(h)) == label:
+                return premise, h
+
+
 def _nps(c: Clause):
     for np in (c.subject, c.obj):
         if np is not None:
@@ -461,12 +494,17 @@ def _nps(c: Clause):
                 yield np.rel.obj
 
 
-def task_pairs(lex: Lexicon, rng: random.Random, n: int) -> list[tuple[Sentence, Clause, int]]:
+TASK_MODES = ("controlled", "first_clause")
+
+
+def task_pairs(lex: Lexicon, rng: random.Random, n: int, mode: str = "controlled"
+               ) -> list[tuple[Sentence, Clause, int]]:
     """n labelled meaning pairs, labels in equal thirds (within one) in random order."""
     labels = [i % 3 for i in range(n)]
     rng.shuffle(labels)
     sampler, realiser = Sampler(lex, rng), Realiser(lex, "source")
-    return [(*sampler.pair(label, realiser), label) for label in labels]
+    make = sampler.pair if mode == "controlled" else sampler.first_clause_pair
+    return [(*make(label, realiser), label) for label in labels]
 
 
 def lexical_overlap_baseline(train: list[dict], test: list[dict]) -> float:
@@ -500,6 +538,8 @@ def _check(cfg: SyntheticConfig, output_dir: str) -> None:
     if not MIN_LEXICON <= cfg.lexicon_size <= MAX_LEXICON:
         raise ConfigError(f"--lexicon_size {cfg.lexicon_size}: outside {MIN_LEXICON}..{MAX_LEXICON}; "
                           f"fix: pick a size in that range (default 400)")
+    if cfg.task_mode not in TASK_MODES:
+        raise ConfigError(f"--task_mode {cfg.task_mode!r}: unknown; fix: use one of {', '.join(TASK_MODES)}")
     if cfg.word_order not in ("sov", "svo"):
         raise ConfigError(f"--word_order {cfg.word_order!r}: unknown; fix: use sov or svo")
     for name, least in (("source_sentences", 2), ("target_sentences", 2), ("parallel_pairs", 1),
@@ -534,7 +574,7 @@ def generate(cfg: SyntheticConfig, output_dir: str) -> dict:
     for split, realiser, n in (("source.train", src, cfg.task_train), ("source.test", src, cfg.task_test),
                                ("target.test", tgt, cfg.task_test)):
         task[split] = [{"premise": realiser.sentence(p), "hypothesis": realiser.sentence(Sentence((h,))),
-                        "label": y} for p, h, y in task_pairs(lex, stream(f"task-{split}"), n)]
+                        "label": y} for p, h, y in task_pairs(lex, stream(f"task-{split}"), n, cfg.task_mode)]
         files[f"task.{split}.jsonl"] = [json.dumps(x) for x in task[split]]
     train = ("source.train.txt", "target.train.txt")
     meta = {

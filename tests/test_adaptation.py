@@ -118,7 +118,9 @@ def packs(world):
     out = {}
     for through in ("mini", "full"):
         out[through] = str(root / f"pack-{through}")
-        run_stage("adapt.py", COMMON + ["--model", world["primary"], "--through", through, "--tokenizer",
+        # the full path also exercises ZeRO-3 + non-reentrant checkpointing + frozen parameters
+        extra = ["--activation_checkpointing"] if through == "full" else []
+        run_stage("adapt.py", COMMON + extra + ["--model", world["primary"], "--through", through, "--tokenizer",
                                         world["tgt_tok"], "--train_files", world["tgt"], "--eval_files",
                                         world["tgt"], "--eval_every", 5, "--max_steps", 10, "--lr", 5e-3,
                                         "--output_dir", out[through], "--cache_dir", root / "cache"], ranks=2)
@@ -155,10 +157,16 @@ def test_step2_trains_only_the_language_under_2_rank_zero3(world, packs, through
     assert evals[-1]["flops"] == pytest.approx(summary["flops"])
 
 
-def test_mini_step_costs_less_than_full_step(packs):
-    mini = json.load(open(os.path.join(packs["mini"], "summary.json")))["flops_per_step"]["total"]
-    full = json.load(open(os.path.join(packs["full"], "summary.json")))["flops_per_step"]["total"]
-    assert 1.5 < full / mini < 2.5  # 2 of 4 layers; the head and embeddings cost the same
+def test_mini_step_costs_less_and_holds_fewer_parameters(packs):
+    mini = json.load(open(os.path.join(packs["mini"], "summary.json")))
+    full = json.load(open(os.path.join(packs["full"], "summary.json")))
+    assert full["flops_per_step"]["recompute"] > 0 == mini["flops_per_step"]["recompute"]  # checkpointing
+    ratio = (full["flops_per_step"]["total"] - full["flops_per_step"]["recompute"]) / mini["flops_per_step"]["total"]
+    assert 1.5 < ratio < 2.5  # 2 of 4 layers; the head and embeddings cost the same
+    # the mini engine never holds layers 3..4: two layers' worth of parameters fewer
+    layer = 4 * (32 * 32 + 32) + 2 * 32 * 64 + 64 + 32 + 4 * 32
+    assert full["engine_parameters"] - mini["engine_parameters"] == 2 * layer
+    assert mini["engine_parameters_this_rank"] < mini["engine_parameters"] * 0.6  # partitioned over 2 ranks
 
 
 def test_overlap_init_copies_exactly_the_shared_rows(world):

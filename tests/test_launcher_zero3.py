@@ -51,7 +51,8 @@ def runs(tmp_path_factory, text_and_tokenizer):
     common = ["--deepspeed_config", "ds_configs/zero3_cpu.json", "--model", "tiny", "--mini_layers", "2",
               "--train_files", text, "--tokenizer", tok_dir, "--max_seq_length", "32",
               "--global_batch_size", "16", "--micro_batch_size", "4", "--max_steps", str(STEPS),
-              "--log_every", "1", "--lr", "2e-3", "--warmup_steps", "4", "--cache_dir", str(root / "cache")]
+              "--log_every", "1", "--lr", "2e-3", "--warmup_steps", "4", "--cache_dir", str(root / "cache"),
+              "--activation_checkpointing"]
     full, part = str(root / "full"), str(root / "part")
     launch(common + ["--output_dir", full])
     launch(common + ["--output_dir", part, "--stop_at_step", str(STEPS // 2), "--no_export_hf"])

@@ -271,7 +271,7 @@ def test_lexical_overlap_baselines_do_not_solve_the_task(out):
     ("lexicon_size", 10, "--lexicon_size"), ("lexicon_size", 10**6, "--lexicon_size"),
     ("source_sentences", 0, "--source_sentences"), ("target_sentences", 1, "--target_sentences"),
     ("parallel_pairs", 0, "--parallel_pairs"), ("task_train", -5, "--task_train"),
-    ("task_test", 0, "--task_test"), ("word_order", "vso", "--word_order")])
+    ("task_test", 0, "--task_test"), ("word_order", "vso", "--word_order"), ("task_mode", "x", "--task_mode")])
 def test_bad_config_is_a_one_line_config_error(tmp_path, field, value, flag):
     with pytest.raises(ConfigError) as exc:
         syn.generate(SyntheticConfig(**{**SMALL, field: value}), str(tmp_path / "o"))
@@ -318,6 +318,52 @@ def test_cli(tmp_path, capsys):
     assert syn.main(args) == 0
     meta = json.load(open(tmp_path / "cli" / "meta.json"))
     assert meta["config"] == dict(seed=2, lexicon_size=60, word_order="svo", source_sentences=40,
-                                  target_sentences=40, parallel_pairs=5, task_train=30, task_test=12)
+                                  target_sentences=40, parallel_pairs=5, task_train=30, task_test=12,
+                                  task_mode="controlled")
     assert syn.main(["--output", str(tmp_path / "bad"), "--lexicon_size", "3"]) == 2
     assert capsys.readouterr().err.startswith("error: --lexicon_size 3")
+
+
+# ------------------------------------------------------------------------- task mode "first_clause"
+def test_first_clause_task_labels_follow_from_the_meanings():
+    lex = syn.build_lexicon(2, 40)
+    pairs = syn.task_pairs(lex, random.Random(7), 600, "first_clause")
+    assert Counter(y for *_, y in pairs) == {0: 200, 1: 200, 2: 200}
+    realiser = syn.Realiser(lex, "source")
+    for premise, h, label in pairs:
+        assert expected_label(premise, h) == label, (premise, h, label)
+        assert syn.coherent(syn.resolved_clauses(premise)) and syn.coherent([h])
+        first = premise.clauses[0]
+        assert h.verb == first.verb and h.subject.adj is None and h.subject.rel is None
+        if label == syn.ENTAILMENT:  # the first clause without its modifiers
+            assert (h.subject.noun, h.subject.plural, h.negated) == (first.subject.noun, first.subject.plural,
+                                                                     first.negated)
+        if label == syn.NEUTRAL:  # about another entity of the subject's class that the premise names
+            words = set(realiser.sentence(premise).split())
+            assert h.subject.noun != first.subject.noun or h.subject.plural != first.subject.plural
+            assert lex.noun_class[h.subject.noun] == lex.noun_class[first.subject.noun]
+            assert realiser.np(syn.NP(h.subject.noun, h.subject.plural))[-1] in words
+    # Polarity is no cue: premises and hypotheses are negated about half the time under every label.
+    for y in range(3):
+        hyps = [h.negated for _, h, label in pairs if label == y]
+        firsts = [p.clauses[0].negated for p, _, label in pairs if label == y]
+        assert 0.3 < sum(hyps) / len(hyps) < 0.7 and 0.3 < sum(firsts) / len(firsts) < 0.7, y
+
+
+def test_first_clause_task_is_deterministic_balanced_and_translated(tmp_path):
+    cfg = SyntheticConfig(seed=5, lexicon_size=40, source_sentences=40, target_sentences=40, parallel_pairs=5,
+                          task_train=600, task_test=300, task_mode="first_clause")
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    meta = syn.generate(cfg, a)
+    syn.generate(cfg, b)
+    for name in ("task.source.train.jsonl", "task.source.test.jsonl", "task.target.test.jsonl"):
+        assert read(a, name) == read(b, name), name
+    assert meta["task_labels"] == {"source.train": [200, 200, 200], "source.test": [100, 100, 100],
+                                   "target.test": [100, 100, 100]}
+    src_words = {w for x in read(a, "dictionary.tsv") for w in [x.split("\t")[0]]}
+    tgt = jsonl(a, "task.target.test.jsonl")
+    assert all(set((x["premise"] + " " + x["hypothesis"]).split()).isdisjoint(src_words) for x in tgt)
+    # Surface cues (new words, negation words) leave the task far from solved.
+    train, test = jsonl(a, "task.source.train.jsonl"), jsonl(a, "task.source.test.jsonl")
+    assert syn.lexical_overlap_baseline(train, test) < 0.72
+    assert overlap_ratio_baseline(train, test) < 0.6

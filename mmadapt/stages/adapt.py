@@ -26,7 +26,8 @@ import torch
 
 from ..config import DataConfig, ModelConfig, TrainConfig, _f, to_dict
 from ..errors import ConfigError
-from .common import check_output_dir, check_train_inputs, stage_main, world_from_env, write_run_config
+from .common import (check_output_dir, check_train_inputs, stage_main, world_from_env, write_run_config,
+                     write_summary)
 
 MINIPOST_META = "minipost.json"
 
@@ -347,7 +348,9 @@ def run(sections: dict) -> dict:
     emb_final, bias_final = gathered_language_params(engine)
     # Proof that step 2 touched only the language: every frozen weight hashes as it was loaded.
     frozen_after = module_checksum(engine.module, frozen)
+    local, full = eng.local_parameter_count(engine.module)
     summary.update(meta, best_step=best["step"], best_value=best["value"], frozen_parameters=len(frozen),
+                   engine_parameters=full, engine_parameters_this_rank=local,
                    frozen_checksum_before=frozen_before, frozen_checksum_after=frozen_after)
     if frozen_after != frozen_before:
         raise RuntimeError(f"step 2 changed frozen weights ({frozen_before} -> {frozen_after})")
@@ -355,8 +358,7 @@ def run(sections: dict) -> dict:
         save_pack(train.output_dir, emb_final, bias_final, os.path.join(train.output_dir, "tokenizer"),
                   {**meta, "steps": summary["steps"], "flops": summary["flops"],
                    "best_step": best["step"], "best_" + select_by: best["value"]})
-        with open(os.path.join(train.output_dir, "summary.json"), "w", encoding="utf-8") as fh:
-            json.dump(summary, fh, indent=2)
+        write_summary(train.output_dir, summary)
         last = trainer.eval_history[-1] if trainer.eval_history else {}
         print(f"done: step {summary['steps']}, train loss {summary['final_loss']:.4f}, "
               f"{summary['flops']:.3g} step-2 FLOPs" + (f", primary eval loss {last['eval_loss']:.4f}"

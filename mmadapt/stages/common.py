@@ -71,6 +71,14 @@ def write_run_config(output_dir: str, resolved: dict, tokenizer) -> None:
     print(json.dumps(resolved, indent=2), flush=True)
 
 
+def write_summary(output_dir: str, summary: dict) -> None:
+    """summary.json is written last: its presence marks the stage complete (mmadapt/launch.py)."""
+    tmp = os.path.join(output_dir, "summary.json.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(summary, fh, indent=2)
+    os.replace(tmp, os.path.join(output_dir, "summary.json"))
+
+
 def stage_main(prog: str, doc: str, sections: dict, run: Callable[[dict], object], argv=None) -> int:
     """Parse, run, and turn a ConfigError into one line on stderr and exit status 2."""
     from ..engine import close_distributed

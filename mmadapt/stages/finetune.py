@@ -20,7 +20,7 @@ from typing import Optional
 
 from ..config import TrainConfig, _f, to_dict
 from ..errors import ConfigError
-from .common import check_output_dir, stage_main, world_from_env, write_run_config
+from .common import check_output_dir, stage_main, world_from_env, write_run_config, write_summary
 
 FINETUNE_META = "finetune.json"
 WEIGHTS = "model.safetensors"
@@ -155,8 +155,7 @@ def run(sections: dict) -> dict:
             meta["source_score"] = score(spec, trained, tokenizer, eval_examples, cfg.max_seq_length)
             summary["source_score"] = meta["source_score"]
         save_finetuned(train.output_dir, state, meta)
-        with open(os.path.join(train.output_dir, "summary.json"), "w", encoding="utf-8") as fh:
-            json.dump(summary, fh, indent=2)
+        write_summary(train.output_dir, summary)
         print(f"done: {spec.name} fine-tuning, step {summary['steps']}, loss {summary['final_loss']:.4f}"
               + (f", source score {meta['source_score']}" if "source_score" in meta else ""), flush=True)
     eng.barrier()

@@ -22,7 +22,8 @@ from typing import Optional
 from ..config import DataConfig, TrainConfig, _f, to_dict
 from ..errors import ConfigError
 from .adapt import MINIPOST_META
-from .common import check_output_dir, check_train_inputs, stage_main, world_from_env, write_run_config
+from .common import (check_output_dir, check_train_inputs, stage_main, world_from_env, write_run_config,
+                     write_summary)
 
 
 @dataclass
@@ -117,8 +118,7 @@ def run(sections: dict) -> dict:
                   os.path.join(train.output_dir, "mini_model.safetensors"))
         with open(os.path.join(train.output_dir, MINIPOST_META), "w", encoding="utf-8") as fh:
             json.dump(meta, fh, indent=2)
-        with open(os.path.join(train.output_dir, "summary.json"), "w", encoding="utf-8") as fh:
-            json.dump(summary, fh, indent=2)
+        write_summary(train.output_dir, summary)
         print(f"done: MiniPost {k} frozen + {n} new layers, step {summary['steps']}, "
               f"loss {summary['final_loss']:.4f}", flush=True)
     eng.barrier()

@@ -10,13 +10,13 @@ written; a problem is one line on stderr and exit status 2.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 
 from ..config import SECTIONS, resolve_model, to_dict
 from ..errors import ConfigError
-from .common import check_output_dir, check_train_inputs, stage_main, world_from_env, write_run_config
+from .common import (check_output_dir, check_train_inputs, stage_main, world_from_env, write_run_config,
+                     write_summary)
 
 
 def prepare(sections: dict):
@@ -102,8 +102,7 @@ def run(sections: dict) -> dict:
             sd = eng.consolidated_state_dict(ckpt, eng.latest_tag(ckpt))
             export_hf(sd, model_cfg, os.path.join(train.output_dir, "hf"),
                       os.path.join(train.output_dir, "tokenizer"))
-        with open(os.path.join(train.output_dir, "summary.json"), "w", encoding="utf-8") as fh:
-            json.dump(summary, fh, indent=2)
+        write_summary(train.output_dir, summary)
         print(f"done: step {summary['steps']}, loss {summary['final_loss']:.4f}"
               + (f", mini loss {summary['final_mini_loss']:.4f}" if summary["final_mini_loss"] else "")
               + f" (unigram entropy {entropy:.3f}); {summary['tokens_per_s']:.0f} tokens/s", flush=True)
