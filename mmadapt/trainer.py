@@ -95,8 +95,25 @@ class Trainer:
         state = {"step": step, **(self.on_checkpoint(step) if self.on_checkpoint else {})}
         eng.save_checkpoint(self.engine, self.checkpoint_dir, step, state)
 
+    def drop_records_after(self, step: int) -> None:
+        """On resume, forget what a killed run logged past its last checkpoint: the curve continues
+        from the checkpoint, with each step once."""
+        if self.rank != 0:
+            return
+        for name in (METRICS_FILE, EVAL_FILE):
+            path = os.path.join(self.output_dir, name)
+            if os.path.isfile(path):
+                with open(path, encoding="utf-8") as fh:
+                    keep = [line for line in fh if line.strip() and json.loads(line)["step"] <= step]
+                with open(path + ".tmp", "w", encoding="utf-8") as fh:
+                    fh.writelines(keep)
+                os.replace(path + ".tmp", path)
+
     def run(self) -> dict:
         from tqdm.auto import tqdm
+
+        if self.start_step:
+            self.drop_records_after(self.start_step)
 
         t = self.train
         stop = min(t.max_steps, t.stop_at_step or t.max_steps)

@@ -1,0 +1,59 @@
+"""A rank that dies ends the job promptly, and the last complete checkpoint resumes the run."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import psutil
+import pytest
+
+from conftest import REPO
+from test_launcher_zero3 import DEEPSPEED, LAUNCHER, _free_port, metrics
+
+pytestmark = pytest.mark.slow
+
+
+def test_killed_rank_ends_the_job_and_the_last_checkpoint_resumes(tmp_path, text_and_tokenizer):
+    text, tok_dir, _ = text_and_tokenizer
+    out = tmp_path / "run"
+    args = ["--deepspeed_config", "ds_configs/zero3_cpu.json", "--model", "tiny", "--mini_layers", "2",
+            "--train_files", text, "--tokenizer", tok_dir, "--max_seq_length", "32", "--global_batch_size", "8",
+            "--max_steps", "400", "--log_every", "1", "--save_every", "5", "--cache_dir", str(tmp_path / "cache"),
+            "--output_dir", str(out)]
+    launcher = subprocess.Popen([DEEPSPEED, "--num_gpus", "2", "--master_port", str(_free_port()), LAUNCHER, *args],
+                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if (out / "metrics.jsonl").exists() and len(metrics(out)) >= 12:
+                break
+            assert launcher.poll() is None, launcher.stderr.read()[-3000:]
+            time.sleep(0.5)
+        rank1 = [p for p in psutil.Process(launcher.pid).children(recursive=True)
+                 if "--local_rank=1" in " ".join(p.cmdline())]
+        assert len(rank1) == 1
+        killed_at = time.time()
+        os.kill(rank1[0].pid, signal.SIGKILL)
+        rc = launcher.wait(timeout=120)
+        assert rc != 0 and time.time() - killed_at < 120
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+
+    ckpt = out / "checkpoints"
+    tag = (ckpt / "latest").read_text()
+    step = int(tag.removeprefix("step"))
+    assert step >= 10 and step % 5 == 0 and (ckpt / tag).is_dir()
+    assert metrics(out)[-1]["step"] > step  # the killed run logged past its checkpoint
+
+    resumed = subprocess.run([DEEPSPEED, "--num_gpus", "2", "--master_port", str(_free_port()), LAUNCHER, *args,
+                              "--resume", "--stop_at_step", str(step + 3)], cwd=REPO, capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {tag} at step {step}" in resumed.stdout
+    # the curve continues from the checkpoint, each step once
+    assert [r["step"] for r in metrics(out)] == list(range(1, step + 4))
+    summary = json.load(open(out / "summary.json"))
+    assert summary["steps"] == step + 3 and summary["steps_this_run"] == 3
