@@ -54,6 +54,7 @@ class DemoConfig:
     seq_len: int = 64
     pretrain_steps: int = 800
     pretrain_lr: float = 2e-3
+    pretrain_mlm_probability: float = 0.15  # share of tokens predicted in pretraining (step 2 keeps 0.15)
     batch: int = 32
     # fine-tuning
     finetune_seeds: list = field(default_factory=lambda: [0, 1, 2])
@@ -128,6 +129,7 @@ class Demo:
             "--mini_layers", c.mini_layers, "--hidden_dropout", 0.0, "--attention_dropout", 0.0,
             "--train_files", self.path("data", "source.train.txt"), "--tokenizer", self.path("tok-source"),
             "--output_dir", self.path("pretrain"), "--cache_dir", self.path("cache"), "--max_steps", c.pretrain_steps, "--lr", c.pretrain_lr,
+            "--mlm_probability", c.pretrain_mlm_probability,
             "--warmup_steps", max(1, c.pretrain_steps // 20), "--log_every", 50])
 
     def finetune(self) -> list:
