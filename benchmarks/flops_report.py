@@ -89,7 +89,8 @@ def build_report(seq_len: int, masking: float) -> dict:
                 "step2_ratio": per_token["step2_full"] / per_token["step2_mini"],
                 "step2_ratio_all_logits": (per_token["step2_full_all_logits"]
                                            / per_token["step2_mini_all_logits"]),
-                "minijoint_overhead_pct": 100 * (per_token["minijoint_pretrain"] / per_token["mlm_pretrain"] - 1),
+                "minijoint_overhead_pct": 100 * (per_token["minijoint_pretrain"]
+                                                 / per_token["mlm_pretrain"] - 1),
             }
         cfg = model_config(model, DEPTHS[0])
         report["models"][model] = {"hidden": cfg.hidden_size, "layers": cfg.num_layers,

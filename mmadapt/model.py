@@ -275,9 +275,10 @@ class MiniModel(nn.Module):
     """Embeddings + ``depth`` layers + one MLM head: what step 2 trains through.
 
     The MiniJoint mini-model is ``depth = mini_layers`` with the mini head; a MiniPost mini-model is
-    the frozen bottom layers plus its new ones; the standard path is ``depth = L`` with the primary
-    head. ``MiniModel.view(primary)`` shares the primary model's modules (no copy), so running it never
-    touches layers k+1..L; built standalone, a DeepSpeed engine over it holds only those parameters.
+    the frozen bottom layers plus its new ones; step 2's standard path builds ``depth = L`` standalone
+    and loads the primary head into ``head``. ``MiniModel.view(primary)`` shares the primary model's
+    embeddings, layers 1..k and mini head (no copy), so running it never touches layers k+1..L; built
+    standalone, a DeepSpeed engine over it holds only its own parameters.
     """
 
     def __init__(self, cfg: ModelConfig, depth: Optional[int] = None,

@@ -485,6 +485,37 @@ class Sampler:
             if coherent([h]) and judge(sentence_facts(premise), clause_facts(h)) == label:
                 return premise, h
 
+    def one_clause_pair(self, label: int, realiser: Realiser) -> tuple[Sentence, Clause]:
+        """A one-clause premise (no relative clause) and a hypothesis about it (task mode "one_clause").
+
+        The premise is negated half the time. The hypothesis is the premise without its adjectives
+        (entailment); with its polarity flipped or, for "X is A", A's antonym (contradiction); or the same
+        predicate said of another entity of the subject's class that the premise does not name (neutral;
+        polarity flipped half the time). Easier than "first_clause": a model that matches words across
+        the pair without their order can decide it, so surface cues go a long way (see the lexical-overlap
+        baseline); the words to match must still mean the same to the model, which is what zero-shot
+        transfer to TARGET tests. Every label is checked with `judge`."""
+        r = self.rng
+        drop_rel = lambda np: None if np is None else NP(np.noun, np.plural, np.adj)  # noqa: E731
+        while True:
+            c = self.clause(relative=False)
+            c = Clause(drop_rel(c.subject), c.verb, drop_rel(c.obj), c.adj, r.random() < 0.5)
+            premise = Sentence((c,))
+            if not coherent(resolved_clauses(premise)):
+                continue
+            bare = lambda np: None if np is None else NP(np.noun, np.plural)  # noqa: E731
+            h = Clause(bare(c.subject), c.verb, bare(c.obj), c.adj, c.negated)
+            if label == CONTRADICTION:
+                h = replace(h, adj=h.adj ^ 1) if h.verb is None and r.random() < 0.5 else self._negate(h)
+            elif label == NEUTRAL:
+                named = {np.noun for np in _nps(c)}
+                others = [n for n in self.lex.nouns_by_class[self.lex.noun_class[c.subject.noun]] if n not in named]
+                h = replace(h, subject=NP(r.choice(others), c.subject.plural))
+                if r.random() < 0.5:
+                    h = self._negate(h)
+            if coherent([h]) and judge(sentence_facts(premise), clause_facts(h)) == label:
+                return premise, h
+
 
 def _nps(c: Clause):
     for np in (c.subject, c.obj):
@@ -494,7 +525,7 @@ def _nps(c: Clause):
                 yield np.rel.obj
 
 
-TASK_MODES = ("controlled", "first_clause")
+TASK_MODES = ("controlled", "first_clause", "one_clause")
 
 
 def task_pairs(lex: Lexicon, rng: random.Random, n: int, mode: str = "controlled"
@@ -503,7 +534,8 @@ def task_pairs(lex: Lexicon, rng: random.Random, n: int, mode: str = "controlled
     labels = [i % 3 for i in range(n)]
     rng.shuffle(labels)
     sampler, realiser = Sampler(lex, rng), Realiser(lex, "source")
-    make = sampler.pair if mode == "controlled" else sampler.first_clause_pair
+    make = {"controlled": sampler.pair, "first_clause": sampler.first_clause_pair,
+            "one_clause": sampler.one_clause_pair}[mode]
     return [(*make(label, realiser), label) for label in labels]
 
 

@@ -236,7 +236,8 @@ def test_checkpointing_recompute_is_counted_apart(batch):
         analytic = flops.adapt_step_flops(ckpt_cfg, SEQ, BATCH, batch[2], through)
         assert plain.forward == ckpt.forward
         depth = ckpt_cfg.num_layers if through == "full" else ckpt_cfg.mini_layers
-        assert analytic.recompute == pytest.approx(depth * sum(flops.layer_forward(ckpt_cfg, SEQ, SEQ * BATCH)))
+        one_layer = sum(flops.layer_forward(ckpt_cfg, SEQ, SEQ * BATCH))
+        assert analytic.recompute == pytest.approx(depth * one_layer)
         assert_close(ckpt.backward - plain.backward, analytic.recompute, f"recompute through {through}")
 
 
@@ -245,8 +246,9 @@ def test_layers_below_the_first_trainable_one_have_no_backward(batch):
     shallow, _ = measure_minipost(cfg, batch, frozen=1, new=1)
     deep, model = measure_minipost(cfg, batch, frozen=4, new=1)
     one_layer = sum(flops.layer_forward(cfg, SEQ, SEQ * BATCH))
-    assert deep.backward == shallow.backward  # three more frozen layers below cost no backward...
-    assert_close(deep.forward - shallow.forward, 3 * one_layer, "three frozen layers' forward")  # ...only forward
+    # Three more frozen layers below cost no backward, only their forward.
+    assert deep.backward == shallow.backward
+    assert_close(deep.forward - shallow.forward, 3 * one_layer, "three frozen layers' forward")
     # And the frozen bottom layer's own count is its forward alone.
     name = type(model).__name__ + ".bottom.encoder.layer.0"
     assert deep.by_module[name] == pytest.approx(one_layer)

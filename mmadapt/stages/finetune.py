@@ -86,7 +86,7 @@ def run(sections: dict) -> dict:
     from .. import engine as eng
     from ..data import BatchPlan
     from ..ds_config import resolve_ds_config
-    from ..flops import step_flops
+    from ..flops import finetune_step_flops
     from ..hf_io import load_into, load_pretrained_state_dict, pretrained_model_config
     from ..packs import body_checksum
     from ..tasks import build_task_model, encode_pairs, encode_qa, load_examples, score, task_spec
@@ -137,8 +137,8 @@ def run(sections: dict) -> dict:
         _, state = eng.load_checkpoint(engine, os.path.join(train.output_dir, "checkpoints"))
         start = int(state["step"])
 
-    flops = step_flops(task_cfg, cfg.max_seq_length, train.global_batch_size, 0, task_cfg.num_layers, [],
-                       set(range(1, task_cfg.num_layers + 1)), False, False)
+    flops = finetune_step_flops(task_cfg, cfg.max_seq_length, train.global_batch_size,
+                                len(spec.labels) if spec.kind == "pair" else 2)
     trainer = Trainer(engine, train, task_batches(ids, labels, plan, rank),
                       train.global_batch_size * cfg.max_seq_length, flops, train.output_dir, rank, world,
                       start_step=start)

@@ -44,7 +44,7 @@ def run(sections: dict) -> dict:
     from .. import engine as eng
     from ..data import BatchPlan, build_blocks
     from ..ds_config import resolve_ds_config
-    from ..flops import step_flops
+    from ..flops import minipost_step_flops
     from ..hf_io import load_into, load_pretrained_state_dict, pretrained_model_config
     from ..masking import Masker
     from ..model import MiniModel
@@ -98,8 +98,7 @@ def run(sections: dict) -> dict:
         start = int(state["step"])
 
     predicted = train.global_batch_size * data_cfg.max_seq_length * data_cfg.mlm_probability
-    flops = step_flops(mini_cfg, data_cfg.max_seq_length, train.global_batch_size, predicted, depth, [depth],
-                       set(range(k + 1, depth + 1)), False, True, cfg.activation_checkpointing)
+    flops = minipost_step_flops(mini_cfg, data_cfg.max_seq_length, train.global_batch_size, predicted, k, n)
     batches = mlm_batches(blocks, plan, Masker(tokenizer, data_cfg.mlm_probability), train.seed, rank)
     trainer = Trainer(engine, train, batches, train.global_batch_size * data_cfg.max_seq_length, flops,
                       train.output_dir, rank, world, start_step=start)
