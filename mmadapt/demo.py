@@ -39,31 +39,31 @@ class DemoConfig:
     nproc: int = 2
     deepspeed_config: str = os.path.join(REPO, "ds_configs", "zero3_cpu.json")
     # data
-    lexicon_size: int = 400
-    source_sentences: int = 60000
-    target_sentences: int = 60000
-    parallel_pairs: int = 1000
-    task_train: int = 3000
-    task_test: int = 600
-    task_mode: str = "first_clause"  # see mmadapt/synthetic.py: Sampler.first_clause_pair
-    vocab_size: int = 1000
+    lexicon_size: int = 40
+    source_sentences: int = 40000
+    target_sentences: int = 40000
+    parallel_pairs: int = 500
+    task_train: int = 2400
+    task_test: int = 450
+    task_mode: str = "one_clause"  # see mmadapt/synthetic.py: Sampler.one_clause_pair
+    vocab_size: int = 300
     # model and pretraining
-    hidden_size: int = 128
-    num_layers: int = 6
-    mini_layers: int = 2
+    hidden_size: int = 64
+    num_layers: int = 4
+    mini_layers: int = 1
     init_range: float = 0.02  # std of the initial weights
     seq_len: int = 64
-    pretrain_steps: int = 800
+    pretrain_steps: int = 1200
     pretrain_lr: float = 2e-3
     pretrain_mlm_probability: float = 0.15  # share of tokens predicted in pretraining (step 2 keeps 0.15)
     batch: int = 32
     # fine-tuning
     finetune_seeds: list = field(default_factory=lambda: [0, 1, 2])
-    finetune_epochs: float = 1.0
-    finetune_lr: float = 1e-4
+    finetune_epochs: float = 3.0
+    finetune_lr: float = 1e-3
     # step 2
-    full_steps: int = 120
-    step2_lr: float = 2e-3
+    full_steps: int = 100
+    step2_lr: float = 5e-3
     eval_marks: int = 4
     reuse: bool = False  # keep stages already complete in --output (their summary.json exists)
 

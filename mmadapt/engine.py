@@ -85,6 +85,24 @@ def close_distributed() -> None:
             dist.destroy_process_group()
         except Exception:  # noqa: BLE001 - already torn down by a failing peer
             pass
+    remove_shm_buffers()
+
+
+def remove_shm_buffers() -> None:
+    """Delete this rank's DeepSpeed shared-memory all-reduce buffer.
+
+    DeepSpeed's CPU shm comm op creates /dev/shm/deepspeed_allreduce_buffer_*_<addr>_<port>_<rank>
+    (66 MB each) and never removes it: /dev/shm is RAM, so every run would leak that much.
+    """
+    import glob
+
+    addr, port, rank = (os.environ.get(k) for k in ("MASTER_ADDR", "MASTER_PORT", "RANK"))
+    if addr and port and rank:
+        for path in glob.glob(f"/dev/shm/deepspeed_allreduce_buffer_*_{addr}_{port}_{rank}"):
+            try:
+                os.remove(path)
+            except OSError:
+                pass
 
 
 def build_under_zero(factory: Callable[[], torch.nn.Module], ds_config: dict) -> torch.nn.Module:

@@ -367,3 +367,39 @@ def test_first_clause_task_is_deterministic_balanced_and_translated(tmp_path):
     train, test = jsonl(a, "task.source.train.jsonl"), jsonl(a, "task.source.test.jsonl")
     assert syn.lexical_overlap_baseline(train, test) < 0.72
     assert overlap_ratio_baseline(train, test) < 0.6
+
+
+# --------------------------------------------------------------------------- task mode "one_clause"
+def test_one_clause_task_labels_follow_from_the_meanings():
+    lex = syn.build_lexicon(4, 40)
+    pairs = syn.task_pairs(lex, random.Random(1), 600, "one_clause")
+    assert Counter(y for *_, y in pairs) == {0: 200, 1: 200, 2: 200}
+    for premise, h, label in pairs:
+        assert expected_label(premise, h) == label, (premise, h, label)
+        (c,) = premise.clauses  # one clause, no relative clause, no pronoun
+        assert all(np.rel is None and not np.pronoun for np in (c.subject, c.obj) if np is not None)
+        assert h.verb == c.verb and h.subject.adj is None and (h.obj is None or h.obj.adj is None)
+        if label == syn.NEUTRAL:  # another entity of the same class, not named in the premise
+            assert lex.noun_class[h.subject.noun] == lex.noun_class[c.subject.noun]
+            assert h.subject.noun not in {np.noun for np in syn._nps(c)}
+    for y in range(3):  # polarity of premise and hypothesis is no cue by itself
+        hyps = [h.negated for _, h, label in pairs if label == y]
+        prem = [p.clauses[0].negated for p, _, label in pairs if label == y]
+        assert 0.3 < sum(hyps) / len(hyps) < 0.7 and 0.3 < sum(prem) / len(prem) < 0.7, y
+
+
+def test_one_clause_task_is_deterministic_and_in_each_language(tmp_path):
+    cfg = SyntheticConfig(seed=6, lexicon_size=40, source_sentences=40, target_sentences=40, parallel_pairs=5,
+                          task_train=300, task_test=150, task_mode="one_clause")
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    meta = syn.generate(cfg, a)
+    syn.generate(cfg, b)
+    for name in ("task.source.train.jsonl", "task.source.test.jsonl", "task.target.test.jsonl"):
+        assert read(a, name) == read(b, name), name
+    assert meta["task_labels"]["target.test"] == [50, 50, 50]
+    pairs = [x.split("\t") for x in read(a, "dictionary.tsv")]
+    src, tgt = {s for s, _ in pairs}, {t for _, t in pairs}
+    for split, vocab in (("source.train", src), ("target.test", tgt)):
+        assert all(set((x["premise"] + " " + x["hypothesis"]).split()) <= vocab for x in jsonl(a, f"task.{split}.jsonl"))
+    # Surface cues go a long way here (reported in meta.json), but do not solve it outright.
+    assert 0.5 < meta["lexical_overlap_baseline_accuracy"] < 0.95
