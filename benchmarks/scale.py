@@ -27,10 +27,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 GIB = 1024 ** 3
+BUCKETS = {"reduce_bucket_size": 20_000_000, "stage3_prefetch_bucket_size": 20_000_000,
+           "stage3_max_live_parameters": 100_000_000, "stage3_max_reuse_distance": 100_000_000,
+           "stage3_param_persistence_threshold": 10_000}
 CASES = {
-    "minijoint-xlmr-large": dict(model="xlmr-large", stage="minijoint"),
-    "step2-xlmr-xl-mini": dict(model="xlmr-xl", stage="step2", through="mini"),
-    "step2-xlmr-xl-full": dict(model="xlmr-xl", stage="step2", through="full"),
+    "minijoint-xlmr-large": dict(model="large", stage="minijoint"),
+    "step2-xlmr-xl-mini": dict(model="xl", stage="step2", through="mini"),
+    "step2-xlmr-xl-full": dict(model="xl", stage="step2", through="full"),
 }
 
 
@@ -45,6 +48,8 @@ def parse_args(argv=None):
     p.add_argument("--memory_budget_gib", type=float, default=18.0,
                    help="don't start a case predicted to need more than this over all ranks")
     p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    p.add_argument("--large", default="xlmr-large", help="preset of the MiniJoint case (a smaller one checks the script)")
+    p.add_argument("--xl", default="xlmr-xl", help="preset of the step-2 cases")
     p.add_argument("--worker", choices=list(CASES), help=argparse.SUPPRESS)
     p.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -54,7 +59,8 @@ def case_config(name: str, args):
     from mmadapt.config import ModelConfig, resolve_model
 
     case = CASES[name]
-    return resolve_model(ModelConfig(model=case["model"], mini_layers=args.mini_layers,
+    return resolve_model(ModelConfig(model=getattr(args, case["model"]), mini_layers=args.mini_layers,
+                                     vocab_size=250002,
                                      activation_checkpointing=True, hidden_dropout=0.0, attention_dropout=0.0))
 
 
@@ -76,7 +82,9 @@ def predicted_gib_per_rank(name: str, args) -> dict:
         params = model_parameters(cfg, depth=depth, heads=1)
         trainable = counts["token_embeddings"]
     states = (4 * params + 16 * trainable) / args.nproc
-    gathered = 4 * max(counts["layer"], counts["token_embeddings"])
+    # the largest tensor gathered whole, and the reduce and prefetch buckets (fp32)
+    gathered = 4 * (max(counts["layer"], counts["token_embeddings"]) + BUCKETS["reduce_bucket_size"]
+                    + BUCKETS["stage3_prefetch_bucket_size"])
     return {"parameters": params, "trainable": trainable, "model_states_gib": states / GIB,
             "gathered_gib": gathered / GIB, "total_gib": (states + gathered) / GIB}
 
@@ -99,6 +107,8 @@ def worker(args) -> None:
     train = TrainConfig(global_batch_size=args.batch * world, micro_batch_size=args.batch,
                         max_steps=args.steps + 1, warmup_steps=1)
     ds, _ = resolve_ds_config(os.path.join(REPO, "ds_configs", "zero3_cpu.json"), train, world)
+    # DeepSpeed's default buckets (5e8 elements: 2 GB each in fp32) would dwarf a CPU rank's share.
+    ds["zero_optimization"].update(BUCKETS)
     t0 = time.perf_counter()
     if case["stage"] == "minijoint":
         model = eng.build_under_zero(lambda: MiniJointForMaskedLM(cfg), ds)
@@ -146,7 +156,8 @@ def run_case(name: str, args) -> dict:
         return row
     cmd = [os.path.join(os.path.dirname(sys.executable), "deepspeed"), "--num_gpus", str(args.nproc),
            os.path.abspath(__file__), "--worker", name, "--output", args.output, "--steps", str(args.steps),
-           "--seq_len", str(args.seq_len), "--batch", str(args.batch), "--mini_layers", str(args.mini_layers)]
+           "--seq_len", str(args.seq_len), "--batch", str(args.batch), "--mini_layers", str(args.mini_layers),
+           "--large", args.large, "--xl", args.xl]
     print(f"== {name}: predicted {pred['total_gib']:.2f} GiB per rank", flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if proc.returncode != 0:
@@ -161,7 +172,7 @@ def run_case(name: str, args) -> dict:
 
 
 def markdown(rows: list, args) -> str:
-    lines = [f"# XLM-R scale on this machine ({args.nproc} CPU ranks, ZeRO-3, fp32, activation checkpointing, "
+    lines = [f"# Scale on this machine: {args.large} MiniJoint, {args.xl} step 2 ({args.nproc} CPU ranks, ZeRO-3, fp32, activation checkpointing, "
              f"batch {args.batch} x {args.seq_len} per rank)", "",
              "| case | params | trainable | predicted model states / rank (GiB) | measured peak RSS / rank (GiB) "
              "| s / step | fits 24 GiB |", "|---|---|---|---|---|---|---|"]
@@ -176,7 +187,9 @@ def markdown(rows: list, args) -> str:
     if notes:
         lines += [""] + [f"- {r['case']}: {r['reason']}" for r in notes]
     lines += ["", "Predicted = fp32 weights + (gradient + fp32 optimizer partition + Adam moments) of trainable parameters, partitioned "
-              "over the ranks, plus the largest tensor gathered whole. Measured = max RSS of each rank "
+              "over the ranks, plus the largest tensor gathered whole and the reduce/prefetch buckets "
+              f"(set to {BUCKETS['reduce_bucket_size']:.0e} elements here; DeepSpeed's default 5e8 costs 2 GB each "
+              "in fp32, and with it the first run of xlmr-large filled this machine's memory). Measured = max RSS of each rank "
               "process (the runtime, activations and allocator caches included)."]
     return "\n".join(lines) + "\n"
 
