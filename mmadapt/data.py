@@ -163,16 +163,21 @@ class BatchPlan:
             self._epoch, self._perm = epoch, torch.randperm(self.num_blocks, generator=g)
         return self._perm
 
+    def first_row(self, micro: int, rank: int) -> int:
+        """Position in the global batch of this (micro-batch, rank)'s first sequence."""
+        return (micro * self.world_size + rank) * self.micro_batch
+
     def indices(self, step: int, micro: int, rank: int) -> torch.Tensor:
         epoch, pos = divmod(step, self.steps_per_epoch)
         batch = self._permutation(epoch)[pos * self.global_batch:(pos + 1) * self.global_batch]
-        start = (micro * self.world_size + rank) * self.micro_batch
+        start = self.first_row(micro, rank)
         return batch[start:start + self.micro_batch]
 
 
-def step_generator(seed: int, step: int, micro: int, rank: int) -> torch.Generator:
-    """RNG for one micro-batch's masking: a function of its position, so resume repeats it exactly."""
-    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 4099 + micro) * 131 + rank)
+def row_generator(seed: int, step: int, row: int) -> torch.Generator:
+    """RNG for the masking of one sequence: a function of its step and place in the global batch, so a
+    resumed run repeats it exactly, on any world size or micro-batch split."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 65_537 + row)
 
 
 def text_unigram_entropy(blocks, tokenizer) -> float:

@@ -124,6 +124,22 @@ def initialize(model: torch.nn.Module, ds_config: dict):
     return engine
 
 
+def initialize_or_resume(model: torch.nn.Module, ds_config: dict, output_dir: str,
+                         resume: bool) -> tuple[object, int]:
+    """The engine, and the step to start from (the latest complete checkpoint's with ``resume``)."""
+    root = os.path.join(output_dir, "checkpoints")
+    tag = None
+    if resume:
+        ds_config, tag = prepare_resume(ds_config, root)
+    engine = initialize(model, ds_config)
+    if not resume:
+        return engine, 0
+    tag, state = load_checkpoint(engine, root, tag)
+    if dist.get_rank() == 0:
+        print(f"resumed from {tag} at step {state['step']}", flush=True)
+    return engine, int(state["step"])
+
+
 def local_parameter_count(model: torch.nn.Module) -> tuple[int, int]:
     """(elements this rank holds, elements of the whole model), tied weights once."""
     seen, local, full = set(), 0, 0
@@ -168,8 +184,42 @@ def latest_tag(root: str) -> Optional[str]:
     return tag if os.path.isdir(os.path.join(root, tag)) else None
 
 
-def load_checkpoint(engine, root: str) -> tuple[str, dict]:
+def checkpoint_world_size(root: str, tag: str) -> int:
+    """Ranks that wrote a checkpoint: one ZeRO model-states file each (stage 0: one file in all)."""
+    import glob
+
+    return max(1, len(glob.glob(os.path.join(root, tag, "zero_pp_rank_*_mp_rank_00_model_states.pt"))))
+
+
+def prepare_resume(ds_config: dict, root: str) -> tuple[dict, str]:
+    """The DeepSpeed config and checkpoint tag to resume from, on this world size.
+
+    A checkpoint written by another number of ranks is converted once (rank 0) to DeepSpeed's universal
+    format, which any world size loads; the global batch, and with it the data order and masking, do
+    not depend on the world size, so the run continues as it would have.
+    """
+    import subprocess
+    import sys
+
     tag = latest_tag(root)
+    saved = checkpoint_world_size(root, tag)
+    if saved == dist.get_world_size() or int(ds_config.get("zero_optimization", {}).get("stage", 0)) == 0:
+        return ds_config, tag
+    universal = f"{tag}_universal"
+    if dist.get_rank() == 0 and not os.path.isdir(os.path.join(root, universal)):
+        print(f"converting {tag} (written by {saved} ranks) to a universal checkpoint for "
+              f"{dist.get_world_size()} ranks", flush=True)
+        tmp = os.path.join(root, universal + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder",
+                        os.path.join(root, tag), "--output_folder", tmp], check=True, capture_output=True)
+        os.replace(tmp, os.path.join(root, universal))
+    barrier()
+    return {**ds_config, "checkpoint": {**ds_config.get("checkpoint", {}), "load_universal": True}}, universal
+
+
+def load_checkpoint(engine, root: str, tag: Optional[str] = None) -> tuple[str, dict]:
+    tag = tag or latest_tag(root)
     _, client_state = engine.load_checkpoint(root, tag=tag)
     return tag, client_state or {}
 

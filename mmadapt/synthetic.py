@@ -28,6 +28,13 @@ noun, verb, adjective or role (substitutes mostly taken from the premise); it is
 checked against the premise's, give the label wanted, and when its number of words missing from the
 premise (0, 1, 2+), drawn independently of the label, matches: surface overlap and new words are thus
 weak cues (see ``lexical_overlap_baseline``). Conjunctions all mean "and" here.
+
+``--task_mode`` picks how pairs are made: ``controlled`` (the default, above), ``first_clause`` (the
+hypothesis restates, negates or re-attributes the premise's first clause; surface cues weak, but it
+needs the hypothesis lined up with one clause of the premise) and ``one_clause`` (the same moves on a
+one-clause premise: learnable by a small model that matches words across the pair, so surface cues are
+strong; ``meta.json`` reports the lexical-overlap baseline of every mode). The labels of every mode are
+decided by ``judge`` from the meanings.
 """
 
 from __future__ import annotations

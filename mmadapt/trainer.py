@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 from . import engine as eng
 from .config import TrainConfig
-from .data import BatchPlan, step_generator
+from .data import BatchPlan, row_generator
 from .flops import StepFlops
 from .masking import Masker
 from .model import IGNORE_INDEX
@@ -57,20 +57,30 @@ class Trainer:
         return self.engine.gradient_accumulation_steps()
 
     def train_step(self, step: int) -> torch.Tensor:
-        """One optimizer step; returns [loss, mini_loss, masked tokens] summed over micro-batches."""
+        """One optimizer step; returns [loss x targets, mini loss x targets, targets] summed over its
+        micro-batches (divide by the targets of all ranks for the step's token mean).
+
+        The objective is the mean over every target of the global batch, whatever the split into ranks
+        and micro-batches (fairseq's normalisation): each micro-batch's summed loss is divided by the
+        step's global target count, so a run resumed on another world size optimises the same thing.
+        DeepSpeed averages gradients over ranks and divides the loss by the accumulation steps; the
+        factor world x accumulation undoes both.
+        """
+        batches = [[t.to(self.engine.device) for t in self.make_batch(step, m)] for m in range(self.accumulation)]
+        counts = torch.stack([b[-1].ne(IGNORE_INDEX).sum() for b in batches]).float()
+        total = counts.sum().clone()
+        dist.all_reduce(total)
+        scale = self.world_size * self.accumulation / total.clamp(min=1)
         sums = torch.zeros(3, device=self.engine.device)
-        for micro in range(self.accumulation):
-            batch = [t.to(self.engine.device) for t in self.make_batch(step, micro)]
-            labels = batch[-1]
+        for micro, (batch, n) in enumerate(zip(batches, counts)):
             # Dropout draws from a stream fixed by the position, so resume repeats the run exactly.
             torch.manual_seed(self.train.seed * 7919 + (step * self.accumulation + micro) * 257 + self.rank)
             out = self.engine(*batch)
-            self.engine.backward(out.loss)
+            self.engine.backward(out.loss * n * scale)
             self.engine.step()
             self.has_mini_loss = out.mini_loss is not None
             mini = out.mini_loss if out.mini_loss is not None else torch.zeros((), device=sums.device)
-            sums += torch.stack([out.mlm_loss.detach().float(), mini.detach().float(),
-                                 labels.ne(IGNORE_INDEX).sum().float()])
+            sums += torch.stack([out.mlm_loss.detach().float() * n, mini.detach().float() * n, n])
         return sums
 
     def _write_metrics(self, record: dict) -> None:
@@ -131,8 +141,8 @@ class Trainer:
             window_steps += 1
             bar.update(1)
             if step % t.log_every == 0 or step == stop:
-                dist.all_reduce(window)  # sums over ranks: mean = sum / (ranks x micro-batches)
-                n = self.world_size * self.accumulation * window_steps
+                dist.all_reduce(window)  # target-weighted sums over ranks: mean = sum / targets
+                n = window[2].item()
                 elapsed = time.perf_counter() - window_start
                 record = {
                     "step": step,
@@ -188,6 +198,8 @@ def mlm_batches(blocks, plan: BatchPlan, masker: Masker, seed: int, rank: int) -
 
     def make(step: int, micro: int) -> tuple:
         ids = blocks[plan.indices(step, micro, rank)]["input_ids"]
-        return masker(ids, step_generator(seed, step, micro, rank))
+        first = plan.first_row(micro, rank)
+        rows = [masker(ids[j:j + 1], row_generator(seed, step, first + j)) for j in range(len(ids))]
+        return torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
     return make
 

@@ -305,11 +305,7 @@ def run(sections: dict) -> dict:
     freeze_all_but_language(model, cfg.train_head_bias)
     frozen = sorted(n for n, p in model.named_parameters() if not p.requires_grad)
     frozen_before = checksum(init_sd, frozen)
-    engine = eng.initialize(model, ds)
-    start = 0
-    if train.resume:
-        _, state = eng.load_checkpoint(engine, os.path.join(train.output_dir, "checkpoints"))
-        start = int(state["step"])
+    engine, start = eng.initialize_or_resume(model, ds, train.output_dir, train.resume)
 
     masker = Masker(target_tok, data_cfg.mlm_probability)
     evaluator = None
