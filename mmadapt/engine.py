@@ -27,7 +27,7 @@ def _free_port() -> int:
 
 
 def local_world_size() -> int:
-    for key in ("LOCAL_WORLD_SIZE", "LOCAL_SIZE"):
+    for key in ("LOCAL_WORLD_SIZE", "LOCAL_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"):
         if os.environ.get(key):
             return int(os.environ[key])
     return 1

@@ -4,8 +4,11 @@ The namespaces and their private addresses exist only inside this test, which cr
 them; where namespaces cannot be made (no root), the test says so and is skipped.
 """
 
+import json
 import os
+import shutil
 import subprocess
+import sys
 import uuid
 
 import pytest
@@ -76,3 +79,22 @@ def test_two_hosts_with_no_ssh_train_like_one_host(tmp_path, two_hosts, text_and
     for a, b in zip(two, one):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["mini_loss"] == pytest.approx(
             b["mini_loss"], rel=1e-5), a["step"]
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="no mpirun: install OpenMPI (apt-get install openmpi-bin)")
+def test_mpirun_two_ranks_match_the_deepspeed_launcher(tmp_path, text_and_tokenizer):
+    text, tok_dir, _ = text_and_tokenizer
+    common = [LAUNCHER, "--deepspeed_config", "ds_configs/zero3_cpu.json", "--model", "tiny", "--mini_layers", "2",
+              "--train_files", text, "--tokenizer", tok_dir, "--max_seq_length", "32", "--global_batch_size", "8",
+              "--max_steps", "4", "--log_every", "1", "--cache_dir", str(tmp_path / "cache"), "--no_export_hf"]
+    mpi = subprocess.run(["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2", "-x", "PATH",
+                          sys.executable, *common, "--output_dir", str(tmp_path / "mpi")],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert mpi.returncode == 0, mpi.stdout[-2000:] + mpi.stderr[-2000:]
+    ds = subprocess.run([DEEPSPEED, "--num_gpus", "2", "--master_port", str(_free_port()), *common,
+                         "--output_dir", str(tmp_path / "ds")], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert ds.returncode == 0, ds.stderr[-2000:]
+    summary = json.load(open(tmp_path / "mpi" / "summary.json"))
+    assert summary["world_size"] == 2 and len(summary["parameters_per_rank"]) == 2
+    for a, b in zip(metrics(tmp_path / "mpi"), metrics(tmp_path / "ds")):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5), a["step"]
