@@ -60,7 +60,8 @@ def test_killed_rank_ends_the_job_and_the_last_checkpoint_resumes(tmp_path, text
 
 
 def test_resume_on_another_world_size_continues_the_same_run(tmp_path, text_and_tokenizer):
-    """2 ranks -> checkpoint -> 1 rank (universal checkpoint): the same losses as one uninterrupted rank.
+    """2 ranks -> checkpoint -> 1 rank, and 1 -> 2 (universal checkpoints): the same losses as one
+    uninterrupted rank.
 
     The global batch, data order and masking do not depend on the world size; dropout is off because its
     streams do. Reductions over 2 ranks vs 1 differ in rounding only.
@@ -78,13 +79,16 @@ def test_resume_on_another_world_size_continues_the_same_run(tmp_path, text_and_
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
         return proc
 
-    launch(2, tmp_path / "moved", "--stop_at_step", "6")
-    resumed = launch(1, tmp_path / "moved", "--resume")
-    assert "universal checkpoint for 1 ranks" in resumed.stdout
-    assert "resumed from step6_universal at step 6" in resumed.stdout
     launch(1, tmp_path / "single")
-    moved, single = metrics(tmp_path / "moved"), metrics(tmp_path / "single")
-    assert [r["step"] for r in moved] == [r["step"] for r in single] == list(range(1, 13))
-    for a, b in zip(moved, single):
-        for key in ("loss", "mini_loss", "lr"):
-            assert a[key] == pytest.approx(b[key], rel=2e-4), (a["step"], key)
+    single = metrics(tmp_path / "single")
+    for before, after in ((2, 1), (1, 2)):
+        out = tmp_path / f"moved-{before}-{after}"
+        launch(before, out, "--stop_at_step", "6")
+        resumed = launch(after, out, "--resume")
+        assert f"universal checkpoint for {after} ranks" in resumed.stdout
+        assert "resumed from step6_universal at step 6" in resumed.stdout
+        moved = metrics(out)
+        assert [r["step"] for r in moved] == [r["step"] for r in single] == list(range(1, 13))
+        for a, b in zip(moved, single):
+            for key in ("loss", "mini_loss", "lr"):
+                assert a[key] == pytest.approx(b[key], rel=2e-4), (before, after, a["step"], key)
