@@ -41,8 +41,12 @@ def configure_threads() -> int:
     return n
 
 
-def init_distributed(timeout_minutes: float = 30.0) -> tuple[int, int]:
-    """Join the process group (gloo on CPU, NCCL on GPU); a plain ``python`` run is one rank."""
+def init_distributed(timeout_minutes: Optional[float] = None) -> tuple[int, int]:
+    """Join the process group (gloo on CPU, NCCL on GPU); a plain ``python`` run is one rank.
+
+    The collective timeout (default 30 minutes, MMADAPT_DIST_TIMEOUT_MIN) bounds how long ranks wait
+    for a dead peer without a launcher to stop them, and outlasts rank 0's tokenization behind barriers.
+    """
     import deepspeed
     from deepspeed.accelerator import get_accelerator
 
@@ -60,7 +64,8 @@ def init_distributed(timeout_minutes: float = 30.0) -> tuple[int, int]:
     if not dist.is_initialized():
         deepspeed.init_distributed(dist_backend=get_accelerator().communication_backend_name(),
                                    auto_mpi_discovery=True,
-                                   timeout=datetime.timedelta(minutes=timeout_minutes))
+                                   timeout=datetime.timedelta(minutes=timeout_minutes or float(
+                                       os.environ.get("MMADAPT_DIST_TIMEOUT_MIN", 30))))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if get_accelerator().device_name() == "cuda":
         torch.cuda.set_device(local_rank)
