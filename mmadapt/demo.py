@@ -127,9 +127,11 @@ class Demo:
         self.launch("pretrain", "minijoint.py", self.common() + [
             "--model", "tiny", "--hidden_size", c.hidden_size, "--num_layers", c.num_layers,
             "--num_heads", max(1, c.hidden_size // 32), "--intermediate_size", 4 * c.hidden_size,
-            "--mini_layers", c.mini_layers, "--initializer_range", c.init_range, "--hidden_dropout", 0.0, "--attention_dropout", 0.0,
+            "--mini_layers", c.mini_layers, "--initializer_range", c.init_range,
+            "--hidden_dropout", 0.0, "--attention_dropout", 0.0,
             "--train_files", self.path("data", "source.train.txt"), "--tokenizer", self.path("tok-source"),
-            "--output_dir", self.path("pretrain"), "--cache_dir", self.path("cache"), "--max_steps", c.pretrain_steps, "--lr", c.pretrain_lr,
+            "--output_dir", self.path("pretrain"), "--cache_dir", self.path("cache"),
+            "--max_steps", c.pretrain_steps, "--lr", c.pretrain_lr,
             "--mlm_probability", c.pretrain_mlm_probability,
             "--warmup_steps", max(1, c.pretrain_steps // 20), "--log_every", 50])
 

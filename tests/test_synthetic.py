@@ -400,6 +400,7 @@ def test_one_clause_task_is_deterministic_and_in_each_language(tmp_path):
     pairs = [x.split("\t") for x in read(a, "dictionary.tsv")]
     src, tgt = {s for s, _ in pairs}, {t for _, t in pairs}
     for split, vocab in (("source.train", src), ("target.test", tgt)):
-        assert all(set((x["premise"] + " " + x["hypothesis"]).split()) <= vocab for x in jsonl(a, f"task.{split}.jsonl"))
+        examples = jsonl(a, f"task.{split}.jsonl")
+        assert all(set((x["premise"] + " " + x["hypothesis"]).split()) <= vocab for x in examples)
     # Surface cues go a long way here (reported in meta.json), but do not solve it outright.
     assert 0.5 < meta["lexical_overlap_baseline_accuracy"] < 0.95
