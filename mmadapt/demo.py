@@ -21,8 +21,6 @@ import argparse
 import dataclasses
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -68,17 +66,10 @@ class DemoConfig:
     reuse: bool = False  # keep stages already complete in --output (their summary.json exists)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Demo:
     def __init__(self, cfg: DemoConfig):
         self.cfg = cfg
         self.out = os.path.abspath(cfg.output)
-        self.bin = os.path.dirname(sys.executable)
         self.timings: dict = {}
 
     def path(self, *parts) -> str:
@@ -86,24 +77,14 @@ class Demo:
 
     def launch(self, name: str, script: str, args: list) -> None:
         """One stage on cfg.nproc ranks; with --reuse, skipped when its output is already complete."""
-        if self.cfg.reuse and os.path.isfile(self.path(name, "summary.json")):
+        from .launch import complete, run_launcher
+
+        if self.cfg.reuse and complete(self.path(name)):
             print(f"\n== {name}: complete, reused", flush=True)
             return
         shutil.rmtree(self.path(name), ignore_errors=True)
-        cmd = [os.path.join(self.bin, "deepspeed"), "--num_gpus", str(self.cfg.nproc), "--master_port",
-               str(_free_port()), os.path.join(REPO, "launchers", script)] + [str(a) for a in args]
         print(f"\n== {name}", flush=True)
-        t0 = time.perf_counter()
-        log = open(self.path("logs", f"{name}.log"), "w")
-        # The launcher's own chatter goes to the log; rank 0's progress bar (stderr) to the terminal.
-        proc = subprocess.run(cmd, stdout=log, stderr=None, cwd=REPO,
-                              env={**os.environ, "PYTHONWARNINGS": "ignore"})
-        log.close()
-        if proc.returncode != 0:
-            tail = open(self.path("logs", f"{name}.log")).read()[-2000:]
-            raise RuntimeError(f"stage {name} failed (exit {proc.returncode}); log {self.path('logs', name)}"
-                               f".log:\n{tail}")
-        self.timings[name] = time.perf_counter() - t0
+        self.timings[name] = run_launcher(script, args, self.cfg.nproc, self.path("logs", f"{name}.log"))
 
     def data(self) -> None:
         from .synthetic import SyntheticConfig, generate
