@@ -18,7 +18,13 @@ from .errors import ConfigError
 KNOWN_OPTIMIZERS = {"adam", "adamw", "fusedadam", "cpuadam"}
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def load_ds_json(path: str) -> dict:
+    # The shipped configs are found from any working directory (ds_configs/... relative to the repo).
+    if not os.path.isfile(path) and not os.path.isabs(path) and os.path.isfile(os.path.join(REPO, path)):
+        path = os.path.join(REPO, path)
     if not os.path.isfile(path):
         raise ConfigError(f"--deepspeed_config {path}: not found; fix: use one of ds_configs/*.json")
     with open(path, encoding="utf-8") as fh:

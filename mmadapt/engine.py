@@ -61,11 +61,16 @@ def init_distributed(timeout_minutes: Optional[float] = None) -> tuple[int, int]
     # brings them back.
     from deepspeed.utils import logger as ds_logger
     ds_logger.setLevel(os.environ.get("MMADAPT_DS_LOG", "WARNING").upper())
+    if timeout_minutes is None:
+        raw = os.environ.get("MMADAPT_DIST_TIMEOUT_MIN", "30")
+        try:
+            timeout_minutes = float(raw)
+        except ValueError:
+            from .errors import ConfigError
+            raise ConfigError(f"MMADAPT_DIST_TIMEOUT_MIN={raw!r} is not a number of minutes; fix: e.g. 30") from None
     if not dist.is_initialized():
         deepspeed.init_distributed(dist_backend=get_accelerator().communication_backend_name(),
-                                   auto_mpi_discovery=True,
-                                   timeout=datetime.timedelta(minutes=timeout_minutes or float(
-                                       os.environ.get("MMADAPT_DIST_TIMEOUT_MIN", 30))))
+                                   auto_mpi_discovery=True, timeout=datetime.timedelta(minutes=timeout_minutes))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if get_accelerator().device_name() == "cuda":
         torch.cuda.set_device(local_rank)
