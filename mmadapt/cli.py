@@ -17,7 +17,8 @@ from .errors import ConfigError
 def cmd_tokenizer_train(args) -> None:
     from .tokenizer import train_tokenizer
 
-    tok = train_tokenizer(args.input, args.vocab_size, args.output, args.text_field, seed=args.seed)
+    tok = train_tokenizer(args.input, args.vocab_size, args.output, args.text_field, seed=args.seed,
+                          whole_words=args.whole_words)
     note = "" if len(tok) == args.vocab_size else \
         f" (asked for {args.vocab_size}: the text has fewer distinct pieces)"
     print(f"tokenizer: {len(tok)} tokens{note} -> {args.output}")
@@ -97,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     tt = tok.add_parser("train", help="train a sentencepiece unigram tokenizer in XLM-R's layout")
     tt.add_argument("--input", nargs="+", required=True, help=".txt or .jsonl files")
     tt.add_argument("--vocab_size", type=int, required=True, help="final size, special tokens included")
+    tt.add_argument("--whole_words", action="store_true",
+                    help="whole words (most frequent first) plus single characters instead of sentencepiece "
+                         "unigram pieces: for languages with few word forms, such as the synthetic benchmark")
     tt.add_argument("--output", required=True, help="directory to write the Hugging Face tokenizer to")
     tt.add_argument("--text_field", default="text", help="field holding the text in jsonl files")
     tt.add_argument("--seed", type=int, default=0)

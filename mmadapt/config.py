@@ -41,6 +41,9 @@ class ModelConfig:
     hidden_dropout: float = _f(0.1, "dropout on embeddings and layer outputs")
     attention_dropout: float = _f(0.1, "dropout on attention probabilities")
     initializer_range: float = _f(0.02, "std of the normal initialisation")
+    sinusoidal_positions: float = _f(0.0, "start the position table as sinusoids of this amplitude, not "
+                                     "N(0, std): about 5x --initializer_range spares small models a long "
+                                     "plateau before they use word order (0: off)")
     pad_token_id: int = _f(1, "padding token id (XLM-R layout: 1)")
     mini_head: bool = _f(True, "attach the MiniJoint mini head (--no_mini_head: plain MLM baseline)")
     mini_layers: Optional[int] = _f(None, "mini-model depth k: the mini head reads layer k "

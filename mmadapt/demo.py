@@ -35,21 +35,29 @@ class DemoConfig:
     output: str = "runs/demo"
     seed: int = 0
     nproc: int = 2
-    deepspeed_config: str = os.path.join(REPO, "ds_configs", "zero3_cpu.json")
+    # Data parallel (ZeRO stage 0): a model of 250k parameters gains nothing from partitioning, and on
+    # CPU ranks ZeRO-3's per-layer gathers make each step about 2.5x slower (--deepspeed_config
+    # ds_configs/zero3_cpu.json runs the same demo under ZeRO-3).
+    deepspeed_config: str = os.path.join(REPO, "ds_configs", "dp_cpu.json")
     # data
     lexicon_size: int = 40
     source_sentences: int = 40000
     target_sentences: int = 40000
     parallel_pairs: int = 500
     task_train: int = 2400
-    task_test: int = 450
+    task_test: int = 900
     task_mode: str = "one_clause"  # see mmadapt/synthetic.py: Sampler.one_clause_pair
+    premise_negated: float = 0.0  # affirmative premises: see SyntheticConfig.premise_negated
     vocab_size: int = 300
+    # Whole-word vocabularies (tokenizer.whole_word_vocab) by default: the two languages' words correspond
+    # one to one, and sentencepiece would split them differently on each side. --subword_tokens: unigram.
+    subword_tokens: bool = False
     # model and pretraining
     hidden_size: int = 64
     num_layers: int = 4
     mini_layers: int = 1
     init_range: float = 0.02  # std of the initial weights
+    sinusoidal_positions: float = 0.1  # position rows start as sinusoids (see ModelConfig): no plateau
     seq_len: int = 64
     pretrain_steps: int = 1200
     pretrain_lr: float = 2e-3
@@ -57,10 +65,12 @@ class DemoConfig:
     batch: int = 32
     # fine-tuning
     finetune_seeds: list = field(default_factory=lambda: [0, 1, 2])
-    finetune_epochs: float = 3.0
-    finetune_lr: float = 1e-3
+    finetune_epochs: float = 6.0
+    finetune_lr: float = 3e-4
+    finetune_pooling: str = "mean"  # see tasks.PairClassifier
+    task_seq_len: int = 32  # a one-clause premise and hypothesis fit in 24 tokens
     # step 2
-    full_steps: int = 100
+    full_steps: int = 300
     step2_lr: float = 5e-3
     eval_marks: int = 4
     reuse: bool = False  # keep stages already complete in --output (their summary.json exists)
@@ -93,11 +103,12 @@ class Demo:
         c = self.cfg
         generate(SyntheticConfig(seed=c.seed, lexicon_size=c.lexicon_size, source_sentences=c.source_sentences,
                                  target_sentences=c.target_sentences, parallel_pairs=c.parallel_pairs,
-                                 task_train=c.task_train, task_test=c.task_test, task_mode=c.task_mode),
+                                 task_train=c.task_train, task_test=c.task_test, task_mode=c.task_mode,
+                                 premise_negated=c.premise_negated),
                  self.path("data"))
         for side in ("source", "target"):
             train_tokenizer([self.path("data", f"{side}.train.txt")], c.vocab_size, self.path(f"tok-{side}"),
-                            seed=c.seed)
+                            seed=c.seed, whole_words=not c.subword_tokens)
 
     def common(self) -> list:
         return ["--deepspeed_config", self.cfg.deepspeed_config, "--max_seq_length", self.cfg.seq_len,
@@ -109,6 +120,7 @@ class Demo:
             "--model", "tiny", "--hidden_size", c.hidden_size, "--num_layers", c.num_layers,
             "--num_heads", max(1, c.hidden_size // 32), "--intermediate_size", 4 * c.hidden_size,
             "--mini_layers", c.mini_layers, "--initializer_range", c.init_range,
+            "--sinusoidal_positions", c.sinusoidal_positions,
             "--hidden_dropout", 0.0, "--attention_dropout", 0.0,
             "--train_files", self.path("data", "source.train.txt"), "--tokenizer", self.path("tok-source"),
             "--output_dir", self.path("pretrain"), "--cache_dir", self.path("cache"),
@@ -124,8 +136,10 @@ class Demo:
                                     "--train_file", self.path("data", "task.source.train.jsonl"),
                                     "--eval_file", self.path("data", "task.source.test.jsonl"),
                                     "--epochs", self.cfg.finetune_epochs, "--lr", self.cfg.finetune_lr,
-                                    "--warmup_steps", 10, "--output_dir", out, "--log_every", 20]
+                                    "--warmup_steps", 10, "--output_dir", out, "--log_every", 20,
+                                    "--pooling", self.cfg.finetune_pooling, "--dropout", 0.0]
             args[args.index("--seed") + 1] = seed
+            args[args.index("--max_seq_length") + 1] = self.cfg.task_seq_len
             self.launch(f"finetune-{seed}", "finetune.py", args)
             dirs.append(out)
         return dirs
@@ -142,12 +156,12 @@ class Demo:
         per_step = {p: adapt_step_flops(cfg, self.cfg.seq_len, self.cfg.batch, tokens_predicted, p).total
                     for p in ("full", "mini")}
         ratio = per_step["full"] / per_step["mini"]
-        # The same budget (to half a mini step) and evaluation marks at the same FLOPs (to half a mini
-        # step per mark): the full path evaluates every `every` steps, the mini path every `every * ratio`.
+        # The same budget (to half a mini step per mark) and evaluations at the same FLOP marks: the full
+        # path evaluates every `every` steps, the mini path every `every * ratio` (rounded) steps.
         every = max(1, self.cfg.full_steps // self.cfg.eval_marks)
-        full = every * self.cfg.eval_marks
-        return {"full": (full, every), "mini": (round(full * ratio), max(1, round(every * ratio))),
-                "ratio": ratio}
+        mini_every = max(1, round(every * ratio))
+        marks = self.cfg.eval_marks
+        return {"full": (every * marks, every), "mini": (mini_every * marks, mini_every), "ratio": ratio}
 
     def adapt(self, task_dirs: list, steps: dict) -> None:
         for through in ("full", "mini"):

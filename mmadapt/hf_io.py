@@ -50,8 +50,11 @@ def read_pretrained_arch(path: str) -> dict:
     arch = dict(vocab_size=hf.vocab_size, hidden_size=hf.hidden_size, num_layers=hf.num_hidden_layers,
                 num_heads=hf.num_attention_heads, intermediate_size=hf.intermediate_size,
                 max_position_embeddings=hf.max_position_embeddings)
+    # Dropout and init scale come from the checkpoint too: stages after pretraining (step 2,
+    # fine-tuning) train as the model was pretrained unless told otherwise.
     extras = dict(type_vocab_size=hf.type_vocab_size, layer_norm_eps=hf.layer_norm_eps,
-                  pad_token_id=hf.pad_token_id)
+                  pad_token_id=hf.pad_token_id, hidden_dropout=hf.hidden_dropout_prob,
+                  attention_dropout=hf.attention_probs_dropout_prob, initializer_range=hf.initializer_range)
     ours = os.path.join(path, MODEL_CONFIG_FILE)
     if os.path.isfile(ours):
         with open(ours, encoding="utf-8") as fh:

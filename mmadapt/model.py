@@ -50,6 +50,28 @@ class Embedding(nn.Embedding):
         self._fill_padding_idx_with_zero()
 
 
+class SinusoidalInitEmbedding(Embedding):
+    """A position table initialised as sinusoids of one amplitude (Vaswani et al.) instead of N(0, std).
+
+    Still an ordinary trained table (the architecture and checkpoints stay XLM-R's); only the start
+    differs. From N(0, 0.02) rows a small post-LN encoder spends most of a short run at the unigram
+    plateau before its attention finds word order; sinusoid rows give it relative offsets from step 0.
+    """
+
+    def __init__(self, num: int, dim: int, amplitude: float, padding_idx: Optional[int] = None):
+        self.amplitude = amplitude
+        super().__init__(num, dim, amplitude, padding_idx=padding_idx)
+
+    def reset_parameters(self) -> None:
+        num, dim = self.weight.shape
+        position = torch.arange(num, dtype=torch.float32)[:, None]
+        angle = position / 10000 ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+        with torch.no_grad():
+            self.weight[:, 0::2] = self.amplitude * angle.sin()
+            self.weight[:, 1::2] = self.amplitude * angle.cos()[:, :dim // 2]
+        self._fill_padding_idx_with_zero()
+
+
 def position_ids_from_input_ids(input_ids: torch.Tensor, pad_token_id: int) -> torch.Tensor:
     # RoBERTa numbers real tokens from pad_token_id + 1 and gives padding the pad position.
     mask = input_ids.ne(pad_token_id).int()
@@ -62,8 +84,12 @@ class Embeddings(nn.Module):
         std = cfg.initializer_range
         self.pad_token_id = cfg.pad_token_id
         self.word_embeddings = Embedding(cfg.vocab_size, cfg.hidden_size, std, cfg.pad_token_id)
-        self.position_embeddings = Embedding(cfg.max_position_embeddings, cfg.hidden_size, std,
-                                             cfg.pad_token_id)
+        if cfg.sinusoidal_positions:
+            self.position_embeddings = SinusoidalInitEmbedding(cfg.max_position_embeddings, cfg.hidden_size,
+                                                               cfg.sinusoidal_positions, cfg.pad_token_id)
+        else:
+            self.position_embeddings = Embedding(cfg.max_position_embeddings, cfg.hidden_size, std,
+                                                 cfg.pad_token_id)
         self.token_type_embeddings = Embedding(cfg.type_vocab_size, cfg.hidden_size, std)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.hidden_dropout)

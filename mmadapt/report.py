@@ -46,15 +46,15 @@ def verdict(curves: dict, key: str, chance: float) -> dict:
     }
 
 
-def plot_curves(curves: dict, key: str, ylabel: str, path: str, hline=None) -> None:
+def plot_curves(curves: dict, key: str, ylabel: str, path: str, hline=None, labels: dict = LABEL) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for p in PATHS:
+    for p, label in labels.items():
         pts = [(r["flops"] / 1e12, r[key]) for r in curves[p] if r.get(key) is not None]
-        ax.plot(*zip(*pts), marker="o", label=LABEL[p])
+        ax.plot(*zip(*pts), marker="o", label=label)
     if hline is not None:
         ax.axhline(hline, color="grey", linestyle="--", label="chance")
     ax.set_xlabel("cumulative step-2 FLOPs (TFLOP)")
@@ -159,8 +159,9 @@ def write_demo_report(out: str, config: dict, timings: dict, task_dirs: list) ->
     summary = (f"\nzero-shot accuracy: standard final {_fmt(acc['standard_final'], True)}% / best "
                f"{_fmt(acc['standard_best'], True)}%, mini final {_fmt(acc['mini_final'], True)}% / best "
                f"{_fmt(acc['mini_best'], True)}% (source {_fmt(sum(sources) / len(sources), True)}%, chance 33.3%)\n"
-               f"mini reaches the standard final with {_fmt(acc['flops_saving_to_reach'])}x fewer step-2 FLOPs; "
-               f"best gap {acc['best_gap_points']:.1f} points; verdict {'met' if ok else 'NOT met'}\n"
+               + ("mini never reaches the standard final; " if acc["flops_saving_to_reach"] is None else
+                  f"mini reaches the standard final with {acc['flops_saving_to_reach']:.3g}x fewer step-2 FLOPs; ")
+               + f"best gap {acc['best_gap_points']:.1f} points; verdict {'met' if ok else 'NOT met'}\n"
                f"report: {os.path.join(out, 'report.md')}")
     report["summary_text"] = summary
     return report

@@ -81,6 +81,8 @@ class SyntheticConfig:
     task_train: int = 6000
     task_test: int = 1500
     task_mode: str = "controlled"  # "controlled": overlap-balanced moves; "first_clause": see Sampler.first_clause_pair
+    premise_negated: float = 0.5  # one_clause mode: share of negated premises (0: the label needs no
+    # polarity comparison across the pair, only "is the hypothesis negated" and "same subject")
 
 
 # ----------------------------------------------------------------------------------------- meanings
@@ -492,10 +494,11 @@ class Sampler:
             if coherent([h]) and judge(sentence_facts(premise), clause_facts(h)) == label:
                 return premise, h
 
-    def one_clause_pair(self, label: int, realiser: Realiser) -> tuple[Sentence, Clause]:
+    def one_clause_pair(self, label: int, realiser: Realiser, premise_negated: float = 0.5
+                        ) -> tuple[Sentence, Clause]:
         """A one-clause premise (no relative clause) and a hypothesis about it (task mode "one_clause").
 
-        The premise is negated half the time. The hypothesis is the premise without its adjectives
+        The premise is negated with probability ``premise_negated``. The hypothesis is the premise without its adjectives
         (entailment); with its polarity flipped or, for "X is A", A's antonym (contradiction); or the same
         predicate said of another entity of the subject's class that the premise does not name (neutral;
         polarity flipped half the time). Easier than "first_clause": a model that matches words across
@@ -506,7 +509,7 @@ class Sampler:
         drop_rel = lambda np: None if np is None else NP(np.noun, np.plural, np.adj)  # noqa: E731
         while True:
             c = self.clause(relative=False)
-            c = Clause(drop_rel(c.subject), c.verb, drop_rel(c.obj), c.adj, r.random() < 0.5)
+            c = Clause(drop_rel(c.subject), c.verb, drop_rel(c.obj), c.adj, r.random() < premise_negated)
             premise = Sentence((c,))
             if not coherent(resolved_clauses(premise)):
                 continue
@@ -535,14 +538,14 @@ def _nps(c: Clause):
 TASK_MODES = ("controlled", "first_clause", "one_clause")
 
 
-def task_pairs(lex: Lexicon, rng: random.Random, n: int, mode: str = "controlled"
-               ) -> list[tuple[Sentence, Clause, int]]:
+def task_pairs(lex: Lexicon, rng: random.Random, n: int, mode: str = "controlled",
+               premise_negated: float = 0.5) -> list[tuple[Sentence, Clause, int]]:
     """n labelled meaning pairs, labels in equal thirds (within one) in random order."""
     labels = [i % 3 for i in range(n)]
     rng.shuffle(labels)
     sampler, realiser = Sampler(lex, rng), Realiser(lex, "source")
     make = {"controlled": sampler.pair, "first_clause": sampler.first_clause_pair,
-            "one_clause": sampler.one_clause_pair}[mode]
+            "one_clause": lambda label, rl: sampler.one_clause_pair(label, rl, premise_negated)}[mode]
     return [(*make(label, realiser), label) for label in labels]
 
 
@@ -579,6 +582,8 @@ def _check(cfg: SyntheticConfig, output_dir: str) -> None:
                           f"fix: pick a size in that range (default 400)")
     if cfg.task_mode not in TASK_MODES:
         raise ConfigError(f"--task_mode {cfg.task_mode!r}: unknown; fix: use one of {', '.join(TASK_MODES)}")
+    if not 0.0 <= cfg.premise_negated <= 1.0:
+        raise ConfigError(f"--premise_negated {cfg.premise_negated}: not a probability; fix: give a value in 0..1")
     if cfg.word_order not in ("sov", "svo"):
         raise ConfigError(f"--word_order {cfg.word_order!r}: unknown; fix: use sov or svo")
     for name, least in (("source_sentences", 2), ("target_sentences", 2), ("parallel_pairs", 1),
@@ -613,7 +618,8 @@ def generate(cfg: SyntheticConfig, output_dir: str) -> dict:
     for split, realiser, n in (("source.train", src, cfg.task_train), ("source.test", src, cfg.task_test),
                                ("target.test", tgt, cfg.task_test)):
         task[split] = [{"premise": realiser.sentence(p), "hypothesis": realiser.sentence(Sentence((h,))),
-                        "label": y} for p, h, y in task_pairs(lex, stream(f"task-{split}"), n, cfg.task_mode)]
+                        "label": y} for p, h, y in task_pairs(lex, stream(f"task-{split}"), n, cfg.task_mode,
+                                                                  cfg.premise_negated)]
         files[f"task.{split}.jsonl"] = [json.dumps(x) for x in task[split]]
     train = ("source.train.txt", "target.train.txt")
     meta = {

@@ -18,9 +18,42 @@ SPECIAL_LAYOUT = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
 SPM_CONTROL_PIECES = 3
 
 
+def whole_word_vocab(texts: Iterable[str], vocab_size: int) -> list:
+    """(piece, score) pieces: the most frequent whitespace words whole, then every character as a fallback.
+
+    Scores are log frequencies, characters far below any word, so a known word is always one token and
+    an unknown one is spelled out. For languages with few word forms (the synthetic benchmark), where
+    a unigram model's subword splits would differ between two languages whose words correspond one to
+    one, and a small model would have to learn to compose them before anything could transfer.
+    """
+    import math
+    from collections import Counter
+
+    words, chars = Counter(), Counter()
+    for text in texts:
+        for word in text.split():
+            words[word] += 1
+            chars.update(word)
+    budget = vocab_size - len(SPECIAL_LAYOUT) - 1 - 1 - len(chars)  # specials, <mask>, "▁", characters
+    if budget < 1:
+        raise ConfigError(f"--vocab_size {vocab_size} leaves no room for whole words beside {len(chars)} "
+                          "characters; fix: raise --vocab_size")
+    total = sum(words.values())
+    kept = words.most_common(budget)
+    floor = math.log(kept[-1][1] / total) - 20.0  # characters: far below the rarest kept word
+    pieces = [("▁" + w, math.log(c / total)) for w, c in kept]
+    pieces.append(("▁", floor))
+    pieces += [(ch, floor - 1.0) for ch, _ in chars.most_common()]
+    return pieces
+
+
 def train_tokenizer(inputs: Iterable[str], vocab_size: int, output: str, text_field: str = "text",
-                    max_sentences: int = 2_000_000, seed: int = 0) -> "object":
-    """Train on ``inputs`` (.txt or .jsonl) and save to ``output``; returns the tokenizer."""
+                    max_sentences: int = 2_000_000, seed: int = 0, whole_words: bool = False) -> "object":
+    """Train on ``inputs`` (.txt or .jsonl) and save to ``output``; returns the tokenizer.
+
+    ``whole_words``: a vocabulary of whole words instead of a sentencepiece unigram model (see
+    ``whole_word_vocab``); the saved tokenizer is the same Hugging Face unigram tokenizer either way.
+    """
     import sentencepiece as spm
     from sentencepiece import sentencepiece_model_pb2
     from transformers import XLMRobertaTokenizer
@@ -30,6 +63,17 @@ def train_tokenizer(inputs: Iterable[str], vocab_size: int, output: str, text_fi
     if vocab_size < 10:
         raise ConfigError(f"--vocab_size {vocab_size} is too small; fix: use at least 10")
     inputs = list(inputs)
+    if whole_words:
+        vocab = [(piece, 0.0) for piece in SPECIAL_LAYOUT]
+        vocab += whole_word_vocab(iter_texts(inputs, text_field), vocab_size)
+        vocab.append(("<mask>", 0.0))
+        tok = XLMRobertaTokenizer(vocab=vocab)
+        tmp = output.rstrip("/") + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tok.save_pretrained(tmp)
+        shutil.rmtree(output, ignore_errors=True)
+        os.replace(tmp, output)
+        return load_tokenizer(output)
     work = tempfile.mkdtemp(prefix="mmadapt-spm-")
     try:
         corpus = os.path.join(work, "corpus.txt")
@@ -62,6 +106,28 @@ def train_tokenizer(inputs: Iterable[str], vocab_size: int, output: str, text_fi
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return load_tokenizer(output)
+
+
+def permuted_tokenizer(source_dir: str, out_dir: str, seed: int = 0):
+    """A cipher of a language: its tokenizer with the ordinary pieces' ids shuffled (specials and <mask>
+    stay). Text segments exactly as before, into permuted ids, so the source embeddings, permuted, are
+    a perfect answer for step 2: the control that shows whether a model can transfer at all."""
+    import json
+    import random
+
+    from transformers import XLMRobertaTokenizer
+
+    source = load_tokenizer(source_dir)
+    pieces = [tuple(v) for v in json.loads(source.backend_tokenizer.to_str())["model"]["vocab"]]
+    head, body, mask = pieces[:len(SPECIAL_LAYOUT)], pieces[len(SPECIAL_LAYOUT):-1], pieces[-1]
+    random.Random(seed).shuffle(body)
+    tok = XLMRobertaTokenizer(vocab=head + body + [mask])
+    tmp = out_dir.rstrip("/") + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tok.save_pretrained(tmp)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+    return load_tokenizer(out_dir)
 
 
 def load_tokenizer(path: str):

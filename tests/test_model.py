@@ -9,7 +9,9 @@ from transformers import AutoModelForMaskedLM, RobertaConfig, RobertaForMaskedLM
 from mmadapt.config import ModelConfig, resolve_model
 from mmadapt.errors import ConfigError
 from mmadapt.hf_io import export_hf, hf_config, load_into, load_pretrained_state_dict, read_pretrained_arch
+from mmadapt.hf_io import pretrained_model_config
 from mmadapt.model import IGNORE_INDEX, MiniJointForMaskedLM, MiniModel, masked_lm_loss
+from mmadapt.tasks import PairClassifier
 
 from conftest import tiny_config
 
@@ -155,3 +157,41 @@ def test_presets_and_default_mini_depth():
     with pytest.raises(ConfigError, match="--tokenizer has 100 tokens"):
         resolve_model(ModelConfig(model="xlmr-base"), tokenizer_vocab=100)
     assert resolve_model(ModelConfig(model="small"), tokenizer_vocab=100).vocab_size == 100
+
+
+def test_sinusoidal_position_init_gives_relative_offsets_and_a_zero_pad_row(cfg):
+    torch.manual_seed(0)
+    plain = MiniJointForMaskedLM(cfg).roberta.embeddings.position_embeddings.weight
+    model = MiniJointForMaskedLM(dataclasses.replace(cfg, sinusoidal_positions=0.1))
+    table = model.roberta.embeddings.position_embeddings.weight.detach()
+    assert torch.all(table[cfg.pad_token_id] == 0)
+    rows = table[cfg.pad_token_id + 1:]
+    assert rows.abs().max() <= 0.1 + 1e-6 and not torch.allclose(rows, plain[cfg.pad_token_id + 1:])
+    # sin/cos pairs: every row has the same norm, and the dot product of two rows depends on their
+    # offset only, which is what lets attention find neighbours from the first step
+    assert torch.allclose(rows.norm(dim=1), rows[0].norm().expand(len(rows)), rtol=1e-4)
+    assert torch.allclose(rows[3] @ rows[5], rows[10] @ rows[12], atol=1e-5)
+    assert model.roberta.embeddings.position_embeddings.weight.requires_grad  # trained as ever: only its start differs
+
+
+def test_later_stages_train_with_the_checkpoints_dropout(tmp_path, cfg):
+    """A model pretrained without dropout is fine-tuned and adapted without it unless told otherwise."""
+    for dropout in (0.0, 0.1):
+        with_dropout = dataclasses.replace(cfg, hidden_dropout=dropout, attention_dropout=dropout)
+        export_hf(MiniJointForMaskedLM(with_dropout).state_dict(), with_dropout, str(tmp_path / str(dropout)))
+        loaded = pretrained_model_config(str(tmp_path / str(dropout)))
+        assert loaded.hidden_dropout == loaded.attention_dropout == dropout
+        assert loaded.initializer_range == cfg.initializer_range
+
+
+def test_mean_pooling_ignores_padding(cfg):
+    torch.manual_seed(0)
+    classifier = PairClassifier(dataclasses.replace(cfg, hidden_dropout=0.0, attention_dropout=0.0), 3,
+                                pooling="mean").eval()
+    ids = torch.randint(4, cfg.vocab_size - 1, (1, 9))
+    ids[0, 0] = 0
+    padded = torch.cat([ids, torch.full((1, 5), cfg.pad_token_id)], dim=1)
+    assert torch.allclose(classifier.logits(ids), classifier.logits(padded), atol=1e-5)
+    cls = PairClassifier(dataclasses.replace(cfg, hidden_dropout=0.0, attention_dropout=0.0), 3).eval()
+    cls.load_state_dict(classifier.state_dict())  # the same weights: only the pooling differs
+    assert not torch.allclose(cls.logits(ids), classifier.logits(ids))

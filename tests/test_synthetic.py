@@ -271,7 +271,8 @@ def test_lexical_overlap_baselines_do_not_solve_the_task(out):
     ("lexicon_size", 10, "--lexicon_size"), ("lexicon_size", 10**6, "--lexicon_size"),
     ("source_sentences", 0, "--source_sentences"), ("target_sentences", 1, "--target_sentences"),
     ("parallel_pairs", 0, "--parallel_pairs"), ("task_train", -5, "--task_train"),
-    ("task_test", 0, "--task_test"), ("word_order", "vso", "--word_order"), ("task_mode", "x", "--task_mode")])
+    ("task_test", 0, "--task_test"), ("word_order", "vso", "--word_order"), ("task_mode", "x", "--task_mode"),
+    ("premise_negated", 1.5, "--premise_negated")])
 def test_bad_config_is_a_one_line_config_error(tmp_path, field, value, flag):
     with pytest.raises(ConfigError) as exc:
         syn.generate(SyntheticConfig(**{**SMALL, field: value}), str(tmp_path / "o"))
@@ -319,7 +320,7 @@ def test_cli(tmp_path, capsys):
     meta = json.load(open(tmp_path / "cli" / "meta.json"))
     assert meta["config"] == dict(seed=2, lexicon_size=60, word_order="svo", source_sentences=40,
                                   target_sentences=40, parallel_pairs=5, task_train=30, task_test=12,
-                                  task_mode="controlled")
+                                  task_mode="controlled", premise_negated=0.5)
     assert syn.main(["--output", str(tmp_path / "bad"), "--lexicon_size", "3"]) == 2
     assert capsys.readouterr().err.startswith("error: --lexicon_size 3")
 
@@ -386,6 +387,17 @@ def test_one_clause_task_labels_follow_from_the_meanings():
         hyps = [h.negated for _, h, label in pairs if label == y]
         prem = [p.clauses[0].negated for p, _, label in pairs if label == y]
         assert 0.3 < sum(hyps) / len(hyps) < 0.7 and 0.3 < sum(prem) / len(prem) < 0.7, y
+
+
+def test_affirmative_premises_leave_labels_decided_by_the_meanings():
+    lex = syn.build_lexicon(4, 40)
+    pairs = syn.task_pairs(lex, random.Random(2), 300, "one_clause", premise_negated=0.0)
+    assert Counter(y for *_, y in pairs) == {0: 100, 1: 100, 2: 100}
+    assert not any(p.clauses[0].negated for p, _, _ in pairs)
+    for premise, h, label in pairs:
+        assert expected_label(premise, h) == label, (premise, h, label)
+    # a negated hypothesis about the premise's own subject is a contradiction; never an entailment
+    assert all(label != syn.ENTAILMENT for _, h, label in pairs if h.negated)
 
 
 def test_one_clause_task_is_deterministic_and_in_each_language(tmp_path):

@@ -37,6 +37,10 @@ class FinetuneConfig:
     dataset_config: Optional[str] = _f(None, "its config (e.g. en)")
     max_seq_length: int = _f(128, "tokens per example (pair or question + context)")
     epochs: Optional[float] = _f(None, "passes over the training data (sets --max_steps)")
+    pooling: str = _f("cls", "pair tasks: classify from the <s> state (cls, as Hugging Face) or the mean "
+                      "of all states (mean: learns faster in small models)", choices=("cls", "mean"))
+    dropout: Optional[float] = _f(None, "hidden and attention dropout while fine-tuning (default: the "
+                                  "model's config)")
 
 
 SECTIONS = {"finetune": FinetuneConfig, "train": TrainConfig}
@@ -68,7 +72,7 @@ def load_finetuned(path: str):
         meta = json.load(fh)
     spec = task_spec(meta["task"])
     cfg = dataclasses.replace(ModelConfig(**meta["model_config"]), hidden_dropout=0.0, attention_dropout=0.0)
-    model = build_task_model(spec, cfg)
+    model = build_task_model(spec, cfg, meta.get("pooling", "cls"))
     model.load_state_dict(load_file(os.path.join(path, WEIGHTS)))
     return spec, model.eval(), load_tokenizer(os.path.join(path, "tokenizer")), meta
 
@@ -125,8 +129,10 @@ def run(sections: dict) -> dict:
 
     primary_sd = load_pretrained_state_dict(cfg.model)
     task_cfg = dataclasses.replace(model_cfg, mini_head=False, mini_layers=None)
+    if cfg.dropout is not None:
+        task_cfg = dataclasses.replace(task_cfg, hidden_dropout=cfg.dropout, attention_dropout=cfg.dropout)
     torch.manual_seed(train.seed)
-    model = eng.build_under_zero(lambda: build_task_model(spec, task_cfg), ds)
+    model = eng.build_under_zero(lambda: build_task_model(spec, task_cfg, cfg.pooling), ds)
     load_into(model, {k: v for k, v in primary_sd.items() if k.startswith("roberta.")},
               strict_prefixes=("roberta.",))
     for name, p in model.named_parameters():
@@ -143,10 +149,10 @@ def run(sections: dict) -> dict:
     if rank == 0:
         meta = {"task": spec.name, "model_config": dataclasses.asdict(task_cfg),
                 "source_model": os.path.abspath(cfg.model), "source_checksum": body_checksum(primary_sd),
-                "max_seq_length": cfg.max_seq_length, "steps": summary["steps"]}
+                "max_seq_length": cfg.max_seq_length, "pooling": cfg.pooling, "steps": summary["steps"]}
         if eval_examples is not None:
             trained = build_task_model(spec, dataclasses.replace(task_cfg, hidden_dropout=0.0,
-                                                                 attention_dropout=0.0))
+                                                                 attention_dropout=0.0), cfg.pooling)
             trained.load_state_dict(state)
             meta["source_score"] = score(spec, trained, tokenizer, eval_examples, cfg.max_seq_length)
             summary["source_score"] = meta["source_score"]
