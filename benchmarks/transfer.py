@@ -32,14 +32,13 @@ import argparse
 import dataclasses
 import json
 import os
-import shutil
 import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from mmadapt.errors import ConfigError  # noqa: E402
+from mmadapt.errors import ConfigError, exit_status  # noqa: E402
 
 PATHS = ("full", "minijoint", "minipost")
 LABELS = {"full": "standard (through the full model)", "minijoint": "mini-model (MiniJoint)",
@@ -87,14 +86,11 @@ class Transfer:
         return os.path.join(self.out, *parts)
 
     def launch(self, name: str, script: str, args: list) -> None:
-        from mmadapt.launch import complete, run_launcher
+        from mmadapt.launch import run_stage
 
-        if complete(self.path(name)):
-            print(f"== {name}: complete, reused", flush=True)
-            return
-        shutil.rmtree(self.path(name), ignore_errors=True)
-        print(f"== {name}", flush=True)
-        self.timings[name] = run_launcher(script, args, self.a.nproc, self.path("logs", f"{name}.log"))
+        seconds = run_stage(self.out, name, script, args, self.a.nproc)
+        if seconds is not None:
+            self.timings[name] = seconds
 
     def common(self) -> list:
         a = self.a
@@ -311,15 +307,8 @@ def write_report(out: str, base: str, config: dict, timings: dict, oracle=None) 
 
 
 def main(argv=None) -> int:
-    try:
-        Transfer(parse(argv)).run()
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    args = parse(argv)
+    return exit_status(lambda: Transfer(args).run())
 
 
 if __name__ == "__main__":

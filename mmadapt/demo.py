@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from .errors import ConfigError
+from .errors import ConfigError, exit_status
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -87,14 +87,11 @@ class Demo:
 
     def launch(self, name: str, script: str, args: list) -> None:
         """One stage on cfg.nproc ranks; with --reuse, skipped when its output is already complete."""
-        from .launch import complete, run_launcher
+        from .launch import run_stage
 
-        if self.cfg.reuse and complete(self.path(name)):
-            print(f"\n== {name}: complete, reused", flush=True)
-            return
-        shutil.rmtree(self.path(name), ignore_errors=True)
-        print(f"\n== {name}", flush=True)
-        self.timings[name] = run_launcher(script, args, self.cfg.nproc, self.path("logs", f"{name}.log"))
+        seconds = run_stage(self.out, name, script, args, self.cfg.nproc, reuse=self.cfg.reuse)
+        if seconds is not None:
+            self.timings[name] = seconds
 
     def data(self) -> None:
         from .synthetic import SyntheticConfig, generate
@@ -209,18 +206,13 @@ def main(argv=None) -> int:
         else:
             parser.add_argument(f"--{f.name}", type=type(default), default=default)
     cfg = DemoConfig(**vars(parser.parse_args(argv)))
-    try:
+
+    def job() -> None:
         if cfg.mini_layers < 1 or cfg.mini_layers >= cfg.num_layers:
             raise ConfigError(f"--mini_layers {cfg.mini_layers} is outside 1..{cfg.num_layers - 1}; fix: pick one")
-        report = Demo(cfg).run()
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:  # a stage failed: its log holds the details
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(report["summary_text"], flush=True)
-    return 0
+        print(Demo(cfg).run()["summary_text"], flush=True)
+
+    return exit_status(job)
 
 
 if __name__ == "__main__":

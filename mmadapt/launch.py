@@ -37,6 +37,20 @@ def run_launcher(script: str, args: list, nproc: int, log_path: str) -> float:
     return time.perf_counter() - t0
 
 
+def run_stage(run_dir: str, name: str, script: str, args: list, nproc: int, reuse: bool = True):
+    """A stage writing ``run_dir/name``: kept if complete and ``reuse``, else run from scratch (its log in
+    ``run_dir/logs/name.log``). Returns the seconds it took, None when kept."""
+    import shutil
+
+    out = os.path.join(run_dir, name)
+    if reuse and complete(out):
+        print(f"\n== {name}: complete, reused", flush=True)
+        return None
+    shutil.rmtree(out, ignore_errors=True)
+    print(f"\n== {name}", flush=True)
+    return run_launcher(script, args, nproc, os.path.join(run_dir, "logs", f"{name}.log"))
+
+
 def complete(stage_dir: str) -> bool:
     """A stage is complete once it wrote summary.json, its last file."""
     return os.path.isfile(os.path.join(stage_dir, "summary.json"))

@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
-from .errors import ConfigError
+from .errors import ConfigError, exit_status
 from .launch import complete, run_launcher
 
 REQUIRED = {"output_dir", "source", "task", "languages"}
@@ -184,12 +183,4 @@ def main(argv=None) -> int:
                                      epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("config", help="pipeline YAML")
     args = parser.parse_args(argv)
-    try:
-        Pipeline(load_config(args.config)).run()
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(lambda: Pipeline(load_config(args.config)).run())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from typing import Iterable
+from typing import Iterable, Optional
 
 from .errors import ConfigError
 
@@ -67,13 +67,7 @@ def train_tokenizer(inputs: Iterable[str], vocab_size: int, output: str, text_fi
         vocab = [(piece, 0.0) for piece in SPECIAL_LAYOUT]
         vocab += whole_word_vocab(iter_texts(inputs, text_field), vocab_size)
         vocab.append(("<mask>", 0.0))
-        tok = XLMRobertaTokenizer(vocab=vocab)
-        tmp = output.rstrip("/") + ".tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tok.save_pretrained(tmp)
-        shutil.rmtree(output, ignore_errors=True)
-        os.replace(tmp, output)
-        return load_tokenizer(output)
+        return save_atomically(XLMRobertaTokenizer(vocab=vocab), output)
     work = tempfile.mkdtemp(prefix="mmadapt-spm-")
     try:
         corpus = os.path.join(work, "corpus.txt")
@@ -97,15 +91,9 @@ def train_tokenizer(inputs: Iterable[str], vocab_size: int, output: str, text_fi
         vocab.append(("<mask>", 0.0))
         tok = XLMRobertaTokenizer(
             vocab=vocab, _spm_precompiled_charsmap=proto.normalizer_spec.precompiled_charsmap or None)
-        tmp = output.rstrip("/") + ".tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tok.save_pretrained(tmp)
-        shutil.copy(os.path.join(work, "spm.model"), os.path.join(tmp, "sentencepiece.bpe.model"))
-        shutil.rmtree(output, ignore_errors=True)
-        os.replace(tmp, output)
+        return save_atomically(tok, output, {"sentencepiece.bpe.model": os.path.join(work, "spm.model")})
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return load_tokenizer(output)
 
 
 def permuted_tokenizer(source_dir: str, out_dir: str, seed: int = 0):
@@ -121,13 +109,20 @@ def permuted_tokenizer(source_dir: str, out_dir: str, seed: int = 0):
     pieces = [tuple(v) for v in json.loads(source.backend_tokenizer.to_str())["model"]["vocab"]]
     head, body, mask = pieces[:len(SPECIAL_LAYOUT)], pieces[len(SPECIAL_LAYOUT):-1], pieces[-1]
     random.Random(seed).shuffle(body)
-    tok = XLMRobertaTokenizer(vocab=head + body + [mask])
-    tmp = out_dir.rstrip("/") + ".tmp"
+    return save_atomically(XLMRobertaTokenizer(vocab=head + body + [mask]), out_dir)
+
+
+def save_atomically(tok, output: str, extra_files: Optional[dict] = None):
+    """Write the tokenizer (and extra files: name -> source path) to a temporary directory, then rename
+    it into place: a crash never leaves half a tokenizer. Returns it loaded back, layout checked."""
+    tmp = output.rstrip("/") + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tok.save_pretrained(tmp)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
-    return load_tokenizer(out_dir)
+    for name, source in (extra_files or {}).items():
+        shutil.copy(source, os.path.join(tmp, name))
+    shutil.rmtree(output, ignore_errors=True)
+    os.replace(tmp, output)
+    return load_tokenizer(output)
 
 
 def load_tokenizer(path: str):
