@@ -115,6 +115,9 @@ class Transfer:
         if a.pretrained and not os.path.isfile(os.path.join(self.base, "pretrain", "summary.json")):
             raise ConfigError(f"--pretrained {a.pretrained}: no complete pretraining there; fix: point at an "
                               "earlier benchmarks/transfer.py --output")
+        if a.eval_marks < 1 or a.full_steps < a.eval_marks:
+            raise ConfigError(f"--eval_marks {a.eval_marks} with --full_steps {a.full_steps}: need 1 <= "
+                              "eval_marks <= full_steps; fix: raise --full_steps or lower --eval_marks")
         if not 1 <= a.mini_layers < a.num_layers:
             raise ConfigError(f"--mini_layers {a.mini_layers} is outside 1..{a.num_layers - 1}; fix: pick one")
 

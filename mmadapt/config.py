@@ -142,6 +142,9 @@ def resolve_model(cfg: ModelConfig, tokenizer_vocab: Optional[int] = None,
         raise ConfigError(f"--tokenizer has {tokenizer_vocab} tokens but the model's vocabulary is "
                           f"{out.vocab_size}; fix: use the model's own tokenizer or pass "
                           f"--vocab_size {tokenizer_vocab} (new models only)")
+    if out.sinusoidal_positions < 0:
+        raise ConfigError(f"--sinusoidal_positions {out.sinusoidal_positions}: an amplitude is >= 0; fix: give "
+                          "0 (off) or a positive value such as 0.1")
     if out.hidden_size % out.num_heads:
         raise ConfigError(f"--hidden_size {out.hidden_size} is not divisible by --num_heads "
                           f"{out.num_heads}; fix: choose a head count that divides it")

@@ -195,6 +195,22 @@ class Demo:
         return write_demo_report(self.out, dataclasses.asdict(self.cfg), self.timings, task_dirs)
 
 
+def check(cfg: DemoConfig) -> None:
+    """Flags that would otherwise fail only after minutes of earlier stages (or with a traceback)."""
+    from .tasks import POOLINGS
+
+    if cfg.mini_layers < 1 or cfg.mini_layers >= cfg.num_layers:
+        raise ConfigError(f"--mini_layers {cfg.mini_layers} is outside 1..{cfg.num_layers - 1}; fix: pick one")
+    if cfg.eval_marks < 1 or cfg.full_steps < cfg.eval_marks:
+        raise ConfigError(f"--eval_marks {cfg.eval_marks} with --full_steps {cfg.full_steps}: need 1 <= "
+                          "eval_marks <= full_steps; fix: raise --full_steps or lower --eval_marks")
+    if cfg.finetune_pooling not in POOLINGS:
+        raise ConfigError(f"--finetune_pooling {cfg.finetune_pooling!r}: not one of {', '.join(POOLINGS)}; "
+                          "fix: pick one")
+    if not 0.0 <= cfg.premise_negated <= 1.0:
+        raise ConfigError(f"--premise_negated {cfg.premise_negated}: not a probability; fix: give a value in 0..1")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="mmadapt demo", description=__doc__.split("\n\n")[0])
     for f in dataclasses.fields(DemoConfig):
@@ -208,8 +224,7 @@ def main(argv=None) -> int:
     cfg = DemoConfig(**vars(parser.parse_args(argv)))
 
     def job() -> None:
-        if cfg.mini_layers < 1 or cfg.mini_layers >= cfg.num_layers:
-            raise ConfigError(f"--mini_layers {cfg.mini_layers} is outside 1..{cfg.num_layers - 1}; fix: pick one")
+        check(cfg)
         print(Demo(cfg).run()["summary_text"], flush=True)
 
     return exit_status(job)

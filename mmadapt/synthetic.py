@@ -81,8 +81,9 @@ class SyntheticConfig:
     task_train: int = 6000
     task_test: int = 1500
     task_mode: str = "controlled"  # "controlled": overlap-balanced moves; "first_clause": see Sampler.first_clause_pair
-    premise_negated: float = 0.5  # one_clause mode: share of negated premises (0: the label needs no
-    # polarity comparison across the pair, only "is the hypothesis negated" and "same subject")
+    # one_clause mode: share of negated premises (0: the label needs no polarity comparison across the
+    # pair, only "is the hypothesis negated" and "same subject")
+    premise_negated: float = 0.5
 
 
 # ----------------------------------------------------------------------------------------- meanings
@@ -498,10 +499,10 @@ class Sampler:
                         ) -> tuple[Sentence, Clause]:
         """A one-clause premise (no relative clause) and a hypothesis about it (task mode "one_clause").
 
-        The premise is negated with probability ``premise_negated``. The hypothesis is the premise without its adjectives
-        (entailment); with its polarity flipped or, for "X is A", A's antonym (contradiction); or the same
-        predicate said of another entity of the subject's class that the premise does not name (neutral;
-        polarity flipped half the time). Easier than "first_clause": a model that matches words across
+        The premise is negated with probability ``premise_negated``. The hypothesis is the premise
+        without its adjectives (entailment); with its polarity flipped or, for "X is A", A's antonym
+        (contradiction); or the same predicate said of another entity of the subject's class that the
+        premise does not name (neutral; polarity flipped half the time). Easier than "first_clause": a model that matches words across
         the pair without their order can decide it, so surface cues go a long way (see the lexical-overlap
         baseline); the words to match must still mean the same to the model, which is what zero-shot
         transfer to TARGET tests. Every label is checked with `judge`."""

@@ -319,6 +319,9 @@ def test_bad_inputs_to_the_adaptation_steps(world, tmp_path, capsys):
         assert finetune_main(ft + ["--task", task, "--train_file", path]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0], err
+    good = write_jsonl(tmp_path / "good.jsonl", [{"premise": "a", "hypothesis": "b", "label": 0}])
+    assert finetune_main(ft + ["--train_file", good, "--dropout", "1.5"]) == 2
+    assert "--dropout 1.5: not a dropout probability" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

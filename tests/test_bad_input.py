@@ -60,6 +60,7 @@ def test_bad_inputs_each_give_one_line_and_no_output(tmp_path, run_args, capsys,
         (dict(**{"--global_batch_size": "5"}), ["--global_batch_size 5 is not divisible by the world size 2"]),
         (dict(**{"--max_seq_length": "600"}), ["--max_seq_length 600 needs 602 positions"]),
         (dict(**{"--resume": ""}), ["--resume", "no complete checkpoint"]),
+        (dict(**{"--sinusoidal_positions": "-0.1"}), ["--sinusoidal_positions -0.1", "fix:"]),
     ]
     monkeypatch.setenv("WORLD_SIZE", "2")  # as the deepspeed launcher would set it; rank 0 prints
     for over, needles in cases:
@@ -97,3 +98,18 @@ def test_every_shipped_ds_config_resolves():
     for name in ("zero3.json", "zero3_cpu.json", "zero2.json", "zero3_offload.json"):
         ds, _ = resolve_ds_config(os.path.join(REPO, "ds_configs", name), TrainConfig(), world_size=1)
         assert "auto" not in json.dumps(ds), name
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--eval_marks", "0"], "--eval_marks 0"), (["--full_steps", "2", "--eval_marks", "4"], "--eval_marks 4"),
+    (["--finetune_pooling", "max"], "--finetune_pooling 'max'"), (["--premise_negated", "2"], "--premise_negated 2"),
+    (["--mini_layers", "4"], "--mini_layers 4")])
+def test_demo_refuses_bad_flags_before_any_work(tmp_path, capsys, flags, needle):
+    from mmadapt.demo import main as demo_main
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "keep.txt").write_text("an earlier run")
+    assert demo_main(["--output", str(out), *flags]) == 2
+    _assert_one_line_error(capsys, needle, "fix:")
+    assert (out / "keep.txt").read_text() == "an earlier run"  # the earlier output is untouched

@@ -20,6 +20,16 @@ def read(d, name):
         return f.read().splitlines()
 
 
+def generate_twice_identically(cfg, tmp_path):
+    """Generate twice into two directories, check the task files match; (first dir, its meta)."""
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    meta = syn.generate(cfg, a)
+    syn.generate(cfg, b)
+    for name in ("task.source.train.jsonl", "task.source.test.jsonl", "task.target.test.jsonl"):
+        assert read(a, name) == read(b, name), name
+    return a, meta
+
+
 def jsonl(d, name):
     return [json.loads(x) for x in read(d, name)]
 
@@ -354,11 +364,7 @@ def test_first_clause_task_labels_follow_from_the_meanings():
 def test_first_clause_task_is_deterministic_balanced_and_translated(tmp_path):
     cfg = SyntheticConfig(seed=5, lexicon_size=40, source_sentences=40, target_sentences=40, parallel_pairs=5,
                           task_train=600, task_test=300, task_mode="first_clause")
-    a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    meta = syn.generate(cfg, a)
-    syn.generate(cfg, b)
-    for name in ("task.source.train.jsonl", "task.source.test.jsonl", "task.target.test.jsonl"):
-        assert read(a, name) == read(b, name), name
+    a, meta = generate_twice_identically(cfg, tmp_path)
     assert meta["task_labels"] == {"source.train": [200, 200, 200], "source.test": [100, 100, 100],
                                    "target.test": [100, 100, 100]}
     src_words = {w for x in read(a, "dictionary.tsv") for w in [x.split("\t")[0]]}
@@ -403,11 +409,7 @@ def test_affirmative_premises_leave_labels_decided_by_the_meanings():
 def test_one_clause_task_is_deterministic_and_in_each_language(tmp_path):
     cfg = SyntheticConfig(seed=6, lexicon_size=40, source_sentences=40, target_sentences=40, parallel_pairs=5,
                           task_train=300, task_test=150, task_mode="one_clause")
-    a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    meta = syn.generate(cfg, a)
-    syn.generate(cfg, b)
-    for name in ("task.source.train.jsonl", "task.source.test.jsonl", "task.target.test.jsonl"):
-        assert read(a, name) == read(b, name), name
+    a, meta = generate_twice_identically(cfg, tmp_path)
     assert meta["task_labels"]["target.test"] == [50, 50, 50]
     pairs = [x.split("\t") for x in read(a, "dictionary.tsv")]
     src, tgt = {s for s, _ in pairs}, {t for _, t in pairs}

@@ -103,6 +103,8 @@ def run(sections: dict) -> dict:
         raise ConfigError("--model is missing; fix: pass the primary model's Hugging Face directory")
     if not train.output_dir:
         raise ConfigError("--output_dir is missing; fix: pass --output_dir DIR")
+    if cfg.dropout is not None and not 0.0 <= cfg.dropout < 1.0:
+        raise ConfigError(f"--dropout {cfg.dropout}: not a dropout probability; fix: give a value in [0, 1)")
     examples = load_examples(spec, cfg.train_file, cfg.dataset_name, cfg.dataset_config, "train")
     eval_examples = load_examples(spec, cfg.eval_file) if cfg.eval_file else None
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
