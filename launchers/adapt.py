@@ -5,9 +5,8 @@
         --eval_files de.test.txt --output_dir packs/de-mini
 """
 
-import sys
-
+from mmadapt.engine import exit_process
 from mmadapt.stages.adapt import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -5,9 +5,8 @@
         --split test --output_dir runs/eval-de
 """
 
-import sys
-
+from mmadapt.engine import exit_process
 from mmadapt.stages.evaluate import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

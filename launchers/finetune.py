@@ -5,9 +5,8 @@
         --output_dir runs/xnli-en
 """
 
-import sys
-
+from mmadapt.engine import exit_process
 from mmadapt.stages.finetune import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -4,9 +4,8 @@
         --model tiny --train_files text.txt --tokenizer tok/ --output_dir runs/mj
 """
 
-import sys
-
+from mmadapt.engine import exit_process
 from mmadapt.stages.pretrain import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

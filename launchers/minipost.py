@@ -5,9 +5,8 @@
         --output_dir runs/minipost
 """
 
-import sys
-
+from mmadapt.engine import exit_process
 from mmadapt.stages.minipost import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -7,12 +7,15 @@ does ``latest`` move: a crash mid-save leaves the previous checkpoint as the one
 from __future__ import annotations
 
 import datetime
+import faulthandler
+import logging
 import os
 import resource
 import shutil
 import socket
+import sys
 import warnings
-from typing import Callable, Optional
+from typing import Callable, NoReturn, Optional
 
 import torch
 import torch.distributed as dist
@@ -55,6 +58,8 @@ def init_distributed(timeout_minutes: Optional[float] = None) -> tuple[int, int]
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(_free_port()))
     configure_threads()
+    # A rank killed by a signal (an abort in C++ included) prints every thread's Python stack first.
+    faulthandler.enable()
     # DeepSpeed 0.19 calls deprecated collectives every ZeRO step: a warning per step is noise.
     warnings.filterwarnings("ignore", message=r"`torch.distributed.\w+` is deprecated", category=FutureWarning)
     # DeepSpeed's INFO lines (its whole config, every rank) drown rank 0's progress bar; MMADAPT_DS_LOG
@@ -96,6 +101,23 @@ def close_distributed() -> None:
         except Exception:  # noqa: BLE001 - already torn down by a failing peer
             pass
     remove_shm_buffers()
+
+
+def exit_process(status: int) -> NoReturn:
+    """End a launcher process once its work is written and the group is closed, skipping interpreter
+    teardown.
+
+    Teardown destroys torch / gloo C++ objects in no fixed order; a finished rank occasionally aborted
+    there ("terminate called without an active exception", exit -6 after the run was complete and
+    saved, seen once in CI), and the launcher turns one such rank into a failed stage.
+    """
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+        mpi.Finalize()  # its atexit hook is skipped below, and mpirun fails a rank that never finalized
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(status)
 
 
 def remove_shm_buffers() -> None:

@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import psutil
@@ -108,3 +109,11 @@ def test_resume_on_another_world_size_continues_the_same_run(tmp_path, text_and_
         for a, b in zip(moved, single):
             for key in ("loss", "mini_loss", "lr"):
                 assert a[key] == pytest.approx(b[key], rel=2e-4), (before, after, a["step"], key)
+
+
+def test_exit_process_keeps_buffered_output_and_the_status():
+    """Launchers leave through os._exit (no interpreter teardown); what they printed must still arrive."""
+    code = ("import sys; from mmadapt.engine import exit_process; print('to stdout', end=''); "
+            "sys.stderr.write('to stderr'); exit_process(3)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (3, "to stdout", "to stderr")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 
 from ..config import SECTIONS, resolve_model, to_dict
 from ..errors import ConfigError
@@ -108,4 +107,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ..engine import exit_process
+
+    exit_process(main())
