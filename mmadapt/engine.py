@@ -137,11 +137,15 @@ def remove_shm_buffers() -> None:
                 pass
 
 
+def zero_stage(ds_config: dict) -> int:
+    return int(ds_config.get("zero_optimization", {}).get("stage", 0))
+
+
 def build_under_zero(factory: Callable[[], torch.nn.Module], ds_config: dict) -> torch.nn.Module:
     """Construct the model so that with ZeRO-3 no rank ever holds all of it."""
     import deepspeed
 
-    if int(ds_config.get("zero_optimization", {}).get("stage", 0)) == 3:
+    if zero_stage(ds_config) == 3:
         with deepspeed.zero.Init(config_dict_or_path=ds_config):
             return factory()
     return factory()
@@ -154,6 +158,22 @@ def initialize(model: torch.nn.Module, ds_config: dict):
     trainable = [p for p in model.parameters() if p.requires_grad]
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=trainable, config=ds_config)
     return engine
+
+
+def inference_module(model: torch.nn.Module, ds_config: dict) -> torch.nn.Module:
+    """A frozen model ready for forward passes: under ZeRO-3 it stays partitioned inside a DeepSpeed
+    engine without optimizer (each forward gathers a layer at a time, on every rank together); otherwise
+    it moves to this rank's device."""
+    if zero_stage(ds_config) != 3:
+        return model.to(device())
+    import deepspeed
+
+    config = {k: v for k, v in ds_config.items() if k not in ("optimizer", "scheduler")}
+    engine, _, _, _ = deepspeed.initialize(model=model, config=config)
+    module = engine.module
+    # the engine owns the gathering hooks: keep it alive with the module (not as a submodule: a cycle)
+    object.__setattr__(module, "_mmadapt_engine", engine)
+    return module
 
 
 def initialize_or_resume(model: torch.nn.Module, ds_config: dict, output_dir: str,
@@ -235,7 +255,7 @@ def prepare_resume(ds_config: dict, root: str) -> tuple[dict, str]:
 
     tag = latest_tag(root)
     saved = checkpoint_world_size(root, tag)
-    if saved == dist.get_world_size() or int(ds_config.get("zero_optimization", {}).get("stage", 0)) == 0:
+    if saved == dist.get_world_size() or zero_stage(ds_config) == 0:
         return ds_config, tag
     universal = f"{tag}_universal"
     if dist.get_rank() == 0 and not os.path.isdir(os.path.join(root, universal)):

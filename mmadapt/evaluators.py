@@ -13,17 +13,40 @@ from .model import MiniJointForMaskedLM
 
 @torch.no_grad()
 def mean_pooled(model: MiniJointForMaskedLM, tokenizer, sentences: list, max_len: int = 128,
-                batch_size: int = 64) -> torch.Tensor:
-    """One vector per sentence: the mean of the last hidden states over its real tokens."""
+                batch_size: int = 64, distributed: bool = False) -> torch.Tensor:
+    """One vector per sentence (on the CPU): the mean of the last hidden states over its real tokens.
+
+    ``distributed``: every rank of the process group pools an equal share and the shares are gathered.
+    The shares are padded to one length, so every rank runs the same number of forwards: under ZeRO-3
+    each forward gathers parameters collectively.
+    """
+    import torch.distributed as dist
+
     model.eval()
+    world = dist.get_world_size() if distributed and dist.is_initialized() else 1
+    share = -(-len(sentences) // world)
+    mine = sentences[dist.get_rank() * share:][:share] if world > 1 else sentences
+    mine = mine + sentences[-1:] * (share - len(mine))
+    device = _device_of(model)
     out = []
-    for i in range(0, len(sentences), batch_size):
-        enc = tokenizer(sentences[i:i + batch_size], truncation=True, max_length=max_len, padding=True,
+    for i in range(0, len(mine), batch_size):
+        enc = tokenizer(mine[i:i + batch_size], truncation=True, max_length=max_len, padding=True,
                         return_tensors="pt")
-        hidden, _ = model.encode(enc["input_ids"])
-        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        out.append((hidden * mask).sum(1) / mask.sum(1))
-    return torch.cat(out)
+        hidden, _ = model.encode(enc["input_ids"].to(device))
+        mask = enc["attention_mask"].to(device).unsqueeze(-1).to(hidden.dtype)
+        out.append(((hidden * mask).sum(1) / mask.sum(1)).float())
+    vecs = torch.cat(out)
+    if world > 1:
+        shares = [torch.empty_like(vecs) for _ in range(world)]
+        dist.all_gather(shares, vecs)
+        vecs = torch.cat(shares)[:len(sentences)]
+    return vecs.cpu()
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    """Where the model computes; a ZeRO-3 partitioned parameter's shard sits on that device too."""
+    p = next(model.parameters())
+    return getattr(p, "ds_tensor", p).device
 
 
 def retrieval_top1(source_vecs: torch.Tensor, target_vecs: torch.Tensor) -> float:
@@ -57,16 +80,19 @@ def read_parallel(path: str, limit: int) -> tuple[list, list]:
 
 
 class Retrieval:
-    """Top-1 retrieval on parallel pairs: source side by the source model as it is (computed once)."""
+    """Top-1 retrieval on parallel pairs: source side by the source model as it is (computed once).
+
+    ``distributed``: a collective, called on every rank (see mean_pooled)."""
 
     def __init__(self, source_model: MiniJointForMaskedLM, source_tokenizer, target_tokenizer, path: str,
-                 limit: int = 1000):
+                 limit: int = 1000, distributed: bool = False):
         src, self.targets = read_parallel(path, limit)
-        self.source_vecs = mean_pooled(source_model, source_tokenizer, src)
+        self.distributed = distributed
+        self.source_vecs = mean_pooled(source_model, source_tokenizer, src, distributed=distributed)
         self.target_tokenizer = target_tokenizer
 
     def __call__(self, model: MiniJointForMaskedLM) -> dict:
-        target_vecs = mean_pooled(model, self.target_tokenizer, self.targets)
+        target_vecs = mean_pooled(model, self.target_tokenizer, self.targets, distributed=self.distributed)
         return {"retrieval_top1": retrieval_top1(self.source_vecs, target_vecs)}
 
 
@@ -81,11 +107,10 @@ class ZeroShot:
         self.examples = load_examples(self.models[0][0], eval_file)
         self.target_tokenizer = target_tokenizer
 
-    def __call__(self, model: MiniJointForMaskedLM) -> dict:
+    def __call__(self, embeddings: torch.Tensor) -> dict:
         from .packs import swap_language
         from .tasks import score
 
-        embeddings = model.roberta.embeddings.word_embeddings.weight
         key = "accuracy" if self.models[0][0].kind == "pair" else "f1"
         scores = []
         for spec, task_model, _, meta in self.models:

@@ -97,8 +97,10 @@ class Embeddings(nn.Module):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         positions = position_ids_from_input_ids(input_ids, self.pad_token_id)
         x = self.word_embeddings(input_ids) + self.position_embeddings(positions)
-        # XLM-R has one token type; adding its row keeps the arithmetic identical to Hugging Face's.
-        x = x + self.token_type_embeddings.weight[0]
+        # XLM-R has one token type; adding its row keeps the arithmetic identical to Hugging Face's. Looked
+        # up through the module, not read as .weight[0]: ZeRO-3 gathers a module's weight for its own call,
+        # and a bare read outside an engine's forward (evaluation) would see an empty partition.
+        x = x + self.token_type_embeddings(input_ids.new_zeros(1, 1))
         return self.dropout(self.LayerNorm(x))
 
 

@@ -68,6 +68,8 @@ def world(tmp_path_factory):
     # target: a cipher of the source words (reversed), sharing a few pieces ("the", ".")
     tgt_lines = [" ".join(w if w in ("the", ".") else w[::-1] for w in line.split()) for line in src_lines]
     (root / "tgt.txt").write_text("\n".join(tgt_lines) + "\n")
+    distinct = list(dict(zip(src_lines, tgt_lines)).items())[:40]  # no ties for retrieval to break
+    (root / "parallel.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in distinct))
     src_tok = train_tokenizer([str(root / "src.txt")], 60, str(root / "src_tok"))
     train_tokenizer([str(root / "tgt.txt")], 60, str(root / "tgt_tok"))
 
@@ -106,6 +108,7 @@ def world(tmp_path_factory):
         "paws": write_jsonl(root / "paws.jsonl", [{"sentence1": r["premise"], "sentence2": r["hypothesis"],
                                                    "label": int(r["label"] == 0)} for r in pairs(64, False)]),
         "squad": write_jsonl(root / "squad.jsonl", qa),
+        "parallel": str(root / "parallel.tsv"),
     }
 
 
@@ -122,7 +125,8 @@ def packs(world):
         extra = ["--activation_checkpointing"] if through == "full" else []
         run_stage("adapt.py", COMMON + extra + ["--model", world["primary"], "--through", through, "--tokenizer",
                                         world["tgt_tok"], "--train_files", world["tgt"], "--eval_files",
-                                        world["tgt"], "--eval_every", 5, "--max_steps", 10, "--lr", 5e-3,
+                                        world["tgt"], "--parallel_file", world["parallel"],
+                                        "--eval_every", 5, "--max_steps", 10, "--lr", 5e-3,
                                         "--output_dir", out[through], "--cache_dir", root / "cache"], ranks=2)
     return out
 
@@ -155,6 +159,30 @@ def test_step2_trains_only_the_language_under_2_rank_zero3(world, packs, through
     assert [e["step"] for e in evals] == [0, 5, 10]
     assert evals[-1]["eval_loss"] < evals[0]["eval_loss"]
     assert evals[-1]["flops"] == pytest.approx(summary["flops"])
+
+
+@pytest.mark.parametrize("through", ["mini", "full"])
+def test_partitioned_evaluation_matches_one_plain_process(world, packs, through):
+    """Step 2's evaluation ran partitioned over 2 ZeRO-3 ranks, each with a share of the held-out batches
+    and sentences; its step-0 figures are those of one plain process evaluating the same embeddings."""
+    from mmadapt.data import build_blocks
+    from mmadapt.masking import Masker
+    from mmadapt.stages.adapt import PrimaryEvaluator
+    from mmadapt.tokenizer import load_tokenizer
+
+    tgt = load_tokenizer(world["tgt_tok"])
+    cfg = AdaptConfig(model=world["primary"], through=through, parallel_file=world["parallel"])
+    src = load_step2_source(cfg, len(tgt))
+    emb, bias, _ = initial_embeddings(src, tgt, "normal", None, seed=0)
+    blocks = build_blocks(tgt, 32, [world["tgt"]], cache_dir=str(world["root"] / "cache"))
+    blocks = blocks.select(range(min(cfg.eval_blocks, len(blocks))))
+    evaluator = PrimaryEvaluator(cfg, src, tgt, blocks, Masker(tgt, 0.15), {"zero_optimization": {"stage": 0}})
+    assert len(evaluator.batches) > 2  # more than one share per rank
+    plain = evaluator(emb, bias)
+    step0 = json.loads(open(os.path.join(packs[through], "eval.jsonl")).readline())
+    assert step0["step"] == 0
+    assert step0["eval_loss"] == pytest.approx(plain["eval_loss"], rel=1e-5)
+    assert step0["retrieval_top1"] == plain["retrieval_top1"]
 
 
 def test_mini_step_costs_less_and_holds_fewer_parameters(packs):

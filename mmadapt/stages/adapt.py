@@ -160,45 +160,100 @@ def freeze_all_but_language(model: torch.nn.Module, train_head_bias: bool) -> li
 
 
 class PrimaryEvaluator:
-    """The primary model with the current embeddings plugged in: target MLM loss on held-out blocks.
+    """The primary model with the current embeddings plugged in: target MLM loss on held-out blocks, and
+    retrieval on parallel pairs.
 
-    Runs on rank 0 with a plain (unpartitioned) copy of the primary model; the other ranks wait. The
-    masking of the held-out blocks is fixed, so every evaluation sees the same positions.
+    A collective: built and called on every rank. Under ZeRO-3 the evaluation model is partitioned like
+    the training engine (a DeepSpeed engine without optimizer) so no rank holds the whole primary model,
+    which --through mini never loads otherwise; under other stages each rank holds a copy on its device.
+    Ranks share the held-out batches and the sentences to pool. The masking of the held-out blocks is
+    fixed, so every evaluation sees the same positions. Zero-shot scoring (--task_models) runs on rank 0
+    with plain copies of the fine-tuned models.
     """
 
-    def __init__(self, src: Step2Model, eval_blocks, masker, extra=None):
-        from ..hf_io import load_into
-        from ..model import MiniJointForMaskedLM
+    def __init__(self, cfg: AdaptConfig, src: Step2Model, target_tok, eval_blocks, masker, ds_config: dict):
+        import torch.distributed as dist
 
-        cfg = dataclasses.replace(src.primary_cfg, vocab_size=src.step_cfg.vocab_size, mini_head=False,
-                                  mini_layers=None, hidden_dropout=0.0, attention_dropout=0.0)
-        self.model = MiniJointForMaskedLM(cfg).eval()
+        from .. import engine as eng
+        from ..evaluators import Retrieval, ZeroShot
         from ..packs import LANGUAGE_SPECIFIC
-        load_into(self.model, {k: v for k, v in src.primary_sd.items()
-                               if k not in LANGUAGE_SPECIFIC and not k.startswith("mini_head.")},
-                  strict_prefixes=("roberta.encoder.",))
+        from ..tokenizer import load_tokenizer
+
+        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        self.zero3 = eng.zero_stage(ds_config) == 3
+        self.device = eng.device()
+        self.retrieval = self.zero_shot = None
+        if cfg.parallel_file:
+            # The source side is pooled once, by the primary model with its own embeddings.
+            source = self._build(src.primary_cfg, {k: v for k, v in src.primary_sd.items()
+                                                   if not k.startswith("mini_head.")}, ds_config)
+            self.retrieval = Retrieval(source, load_tokenizer(cfg.source_tokenizer or cfg.model), target_tok,
+                                       cfg.parallel_file, cfg.parallel_limit, distributed=True)
+            del source
+        self.model = self._build(dataclasses.replace(src.primary_cfg, vocab_size=src.step_cfg.vocab_size),
+                                 {k: v for k, v in src.primary_sd.items()
+                                  if k not in LANGUAGE_SPECIFIC and not k.startswith("mini_head.")}, ds_config,
+                                 strict_prefixes=("roberta.encoder.",))
+        if cfg.task_models and self.rank == 0:
+            self.zero_shot = ZeroShot(cfg.task_models, cfg.task_eval_file, target_tok)
         self.batches = []
         if eval_blocks is not None:
             g = torch.Generator().manual_seed(1234)
             for start in range(0, len(eval_blocks), 16):
                 ids = eval_blocks[start:start + 16]["input_ids"]
                 self.batches.append(masker(ids, g))
-        self.extra = extra or []  # callables(model) -> dict, e.g. retrieval or zero-shot accuracy
+
+    def _build(self, model_cfg: ModelConfig, state_dict: dict, ds_config: dict,
+               strict_prefixes: tuple = ("roberta.", "lm_head.")) -> torch.nn.Module:
+        from .. import engine as eng
+        from ..hf_io import load_into
+        from ..model import MiniJointForMaskedLM
+
+        cfg = dataclasses.replace(model_cfg, mini_head=False, mini_layers=None, hidden_dropout=0.0,
+                                  attention_dropout=0.0, activation_checkpointing=False)
+        model = eng.build_under_zero(lambda: MiniJointForMaskedLM(cfg), ds_config)
+        load_into(model, state_dict, strict_prefixes)
+        for p in model.parameters():
+            p.requires_grad = False
+        return eng.inference_module(model, ds_config).eval()
+
+    def _plug_in(self, embeddings: torch.Tensor, head_bias: torch.Tensor) -> None:
+        import deepspeed
+
+        params = [self.model.roberta.embeddings.word_embeddings.weight, self.model.lm_head.bias]
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=0, enabled=self.zero3), torch.no_grad():
+            for p, new in zip(params, (embeddings, head_bias)):
+                p.copy_(new.to(p.device, p.dtype))
+
+    @torch.no_grad()
+    def _eval_loss(self) -> float:
+        import torch.distributed as dist
+
+        # Every rank runs the same number of forwards (ZeRO-3 gathers are collective): a rank out of
+        # batches repeats the first one with weight 0.
+        rounds = -(-len(self.batches) // self.world)
+        sums = torch.zeros(2, dtype=torch.float64)
+        for i in range(rounds):
+            j = i * self.world + self.rank
+            inputs, labels = self.batches[j] if j < len(self.batches) else self.batches[0]
+            k = int(labels.ne(-100).sum()) if j < len(self.batches) else 0
+            loss = self.model(inputs.to(self.device), labels.to(self.device)).mlm_loss
+            sums += torch.tensor([loss.item() * k, k], dtype=torch.float64)
+        if self.world > 1:
+            sums = sums.to(self.device)
+            dist.all_reduce(sums)
+        return (sums[0] / sums[1].clamp(min=1)).item()
 
     def __call__(self, embeddings: torch.Tensor, head_bias: torch.Tensor) -> dict:
-        from ..packs import swap_language
-
-        swap_language(self.model, {"word_embeddings": embeddings, "head_bias": head_bias})
+        """Every rank gets the figures; zero-shot ones only rank 0."""
+        self._plug_in(embeddings, head_bias)
         out = {}
         if self.batches:
-            total, n = 0.0, 0
-            for inputs, labels in self.batches:
-                k = int(labels.ne(-100).sum())
-                total += self.model(inputs, labels).mlm_loss.item() * k
-                n += k
-            out["eval_loss"] = total / max(n, 1)
-        for fn in self.extra:
-            out.update(fn(self.model))
+            out["eval_loss"] = self._eval_loss()
+        if self.retrieval is not None:
+            out.update(self.retrieval(self.model))
+        if self.zero_shot is not None:
+            out.update(self.zero_shot(embeddings))
         return out
 
 
@@ -213,25 +268,6 @@ def gathered_language_params(engine) -> tuple[torch.Tensor, torch.Tensor]:
         with deepspeed.zero.GatheredParameters(params):
             return tuple(p.detach().float().cpu().clone() for p in params)
     return tuple(p.detach().float().cpu().clone() for p in params)
-
-
-def downstream_evaluators(cfg: AdaptConfig, src: Step2Model, target_tok) -> list:
-    """Retrieval and zero-shot evaluators asked for by the flags (built on rank 0)."""
-    from ..evaluators import Retrieval, ZeroShot
-    from ..hf_io import load_into
-    from ..model import MiniJointForMaskedLM
-    from ..tokenizer import load_tokenizer
-
-    out = []
-    if cfg.parallel_file:
-        source = MiniJointForMaskedLM(dataclasses.replace(src.primary_cfg, mini_head=False, mini_layers=None,
-                                                          hidden_dropout=0.0, attention_dropout=0.0)).eval()
-        load_into(source, {k: v for k, v in src.primary_sd.items() if not k.startswith("mini_head.")})
-        out.append(Retrieval(source, load_tokenizer(cfg.source_tokenizer or cfg.model), target_tok,
-                             cfg.parallel_file, cfg.parallel_limit))
-    if cfg.task_models:
-        out.append(ZeroShot(cfg.task_models, cfg.task_eval_file, target_tok))
-    return out
 
 
 def check_adapt_inputs(cfg: AdaptConfig, data_cfg) -> None:
@@ -308,8 +344,8 @@ def run(sections: dict) -> dict:
 
     masker = Masker(target_tok, data_cfg.mlm_probability)
     evaluator = None
-    if rank == 0:
-        evaluator = PrimaryEvaluator(src, eval_blocks, masker, downstream_evaluators(cfg, src, target_tok))
+    if cfg.eval_files or cfg.parallel_file or cfg.task_models:
+        evaluator = PrimaryEvaluator(cfg, src, target_tok, eval_blocks, masker, ds)
     meta = {"source_model": os.path.abspath(cfg.model), "source_checksum": body_checksum(src.primary_sd),
             "through": cfg.through, "mini_kind": src.kind, "depth": src.depth, "init": cfg.init,
             "rows_copied": copied, "vocab_size": len(target_tok), "hidden_size": src.step_cfg.hidden_size,
@@ -319,10 +355,10 @@ def run(sections: dict) -> dict:
 
     def evaluate(step: int) -> dict:
         emb_now, bias_now = gathered_language_params(engine)
+        figures = evaluator(emb_now, bias_now)
         if rank != 0:
             eng.barrier()
             return {}
-        figures = evaluator(emb_now, bias_now)
         value = figures.get(select_by)
         if value is not None and (best["value"] is None or
                                   (value > best["value"] if higher_is_better else value < best["value"])):
@@ -337,7 +373,7 @@ def run(sections: dict) -> dict:
                        [src.depth], set(), True, False, cfg.activation_checkpointing)
     trainer = Trainer(engine, train, mlm_batches(blocks, plan, masker, train.seed, rank),
                       train.global_batch_size * data_cfg.max_seq_length, flops, train.output_dir, rank, world,
-                      start_step=start, evaluate=evaluate if (cfg.eval_files or cfg.parallel_file or cfg.task_models) else None,
+                      start_step=start, evaluate=evaluate if evaluator is not None else None,
                       eval_every=cfg.eval_every)
     summary = trainer.run()
     emb_final, bias_final = gathered_language_params(engine)
