@@ -195,6 +195,10 @@ def test_mini_step_costs_less_and_holds_fewer_parameters(packs):
     layer = 4 * (32 * 32 + 32) + 2 * 32 * 64 + 64 + 32 + 4 * 32
     assert full["engine_parameters"] - mini["engine_parameters"] == 2 * layer
     assert mini["engine_parameters_this_rank"] < mini["engine_parameters"] * 0.6  # partitioned over 2 ranks
+    # the evaluation model is the whole primary model, partitioned too: no rank holds all of it
+    for summary in (mini, full):
+        assert summary["eval_parameters"] > mini["engine_parameters"]
+        assert summary["eval_parameters_this_rank"] < summary["eval_parameters"] * 0.6
 
 
 def test_overlap_init_copies_exactly_the_shared_rows(world):

@@ -383,6 +383,9 @@ def run(sections: dict) -> dict:
     summary.update(meta, best_step=best["step"], best_value=best["value"], frozen_parameters=len(frozen),
                    engine_parameters=full, engine_parameters_this_rank=local,
                    frozen_checksum_before=frozen_before, frozen_checksum_after=frozen_after)
+    if evaluator is not None:
+        local, full = eng.local_parameter_count(evaluator.model)
+        summary.update(eval_parameters=full, eval_parameters_this_rank=local)
     if frozen_after != frozen_before:
         raise RuntimeError(f"step 2 changed frozen weights ({frozen_before} -> {frozen_after})")
     if rank == 0:
