@@ -211,4 +211,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from mmadapt.engine import exit_process  # the workers are launcher ranks: see exit_process
+
+    exit_process(main())
