@@ -242,15 +242,17 @@ def score(spec: TaskSpec, model: nn.Module, tokenizer, examples: list, max_len: 
           batch_size: int = 64) -> dict:
     """Accuracy (pair tasks) or exact match and F1 in % (QA) of ``model`` on ``examples``."""
     model.eval()
+    device = next(model.parameters()).device
     if spec.kind == "pair":
         ids, labels = encode_pairs(examples, tokenizer, max_len)
-        preds = torch.cat([model.logits(ids[i:i + batch_size]).argmax(-1) for i in range(0, len(ids), batch_size)])
+        preds = torch.cat([model.logits(ids[i:i + batch_size].to(device)).argmax(-1).cpu()
+                           for i in range(0, len(ids), batch_size)])
         return {"accuracy": (preds == labels).float().mean().item(), "examples": len(examples)}
     ids, _, offsets, ctx, kept = encode_qa(examples, tokenizer, max_len, train=False)
     em = f1 = 0.0
     for start in range(0, len(ids), batch_size):
-        logits = model.logits(ids[start:start + batch_size])
-        mask = ctx[start:start + batch_size]
+        logits = model.logits(ids[start:start + batch_size].to(device))
+        mask = ctx[start:start + batch_size].to(device)
         s_log = logits[..., 0].masked_fill(~mask, -1e9)
         e_log = logits[..., 1].masked_fill(~mask, -1e9)
         # best span with start <= end < start + 30

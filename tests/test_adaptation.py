@@ -116,7 +116,7 @@ COMMON = ["--deepspeed_config", ZERO3, "--max_seq_length", 32, "--global_batch_s
 
 
 @pytest.fixture(scope="module")
-def packs(world):
+def packs(world, finetuned):
     root = world["root"]
     out = {}
     for through in ("mini", "full"):
@@ -126,6 +126,7 @@ def packs(world):
         run_stage("adapt.py", COMMON + extra + ["--model", world["primary"], "--through", through, "--tokenizer",
                                         world["tgt_tok"], "--train_files", world["tgt"], "--eval_files",
                                         world["tgt"], "--parallel_file", world["parallel"],
+                                        "--task_models", finetuned, "--task_eval_file", world["xnli_tgt_test"],
                                         "--eval_every", 5, "--max_steps", 10, "--lr", 5e-3,
                                         "--output_dir", out[through], "--cache_dir", root / "cache"], ranks=2)
     return out
@@ -162,16 +163,17 @@ def test_step2_trains_only_the_language_under_2_rank_zero3(world, packs, through
 
 
 @pytest.mark.parametrize("through", ["mini", "full"])
-def test_partitioned_evaluation_matches_one_plain_process(world, packs, through):
-    """Step 2's evaluation ran partitioned over 2 ZeRO-3 ranks, each with a share of the held-out batches
-    and sentences; its step-0 figures are those of one plain process evaluating the same embeddings."""
+def test_partitioned_evaluation_matches_one_plain_process(world, packs, finetuned, through):
+    """Step 2's evaluation ran partitioned over 2 ZeRO-3 ranks, each with a share of the held-out batches,
+    sentences and task examples; its step-0 figures are one plain process's on the same embeddings."""
     from mmadapt.data import build_blocks
     from mmadapt.masking import Masker
     from mmadapt.stages.adapt import PrimaryEvaluator
     from mmadapt.tokenizer import load_tokenizer
 
     tgt = load_tokenizer(world["tgt_tok"])
-    cfg = AdaptConfig(model=world["primary"], through=through, parallel_file=world["parallel"])
+    cfg = AdaptConfig(model=world["primary"], through=through, parallel_file=world["parallel"],
+                      task_models=[finetuned], task_eval_file=world["xnli_tgt_test"])
     src = load_step2_source(cfg, len(tgt))
     emb, bias, _ = initial_embeddings(src, tgt, "normal", None, seed=0)
     blocks = build_blocks(tgt, 32, [world["tgt"]], cache_dir=str(world["root"] / "cache"))
@@ -183,6 +185,8 @@ def test_partitioned_evaluation_matches_one_plain_process(world, packs, through)
     assert step0["step"] == 0
     assert step0["eval_loss"] == pytest.approx(plain["eval_loss"], rel=1e-5)
     assert step0["retrieval_top1"] == plain["retrieval_top1"]
+    assert step0["zero_shot_accuracy"] == pytest.approx(plain["zero_shot_accuracy"], abs=1e-6)
+    assert len(evaluator.zero_shot.examples) == 30  # no process group here: all of them
 
 
 def test_mini_step_costs_less_and_holds_fewer_parameters(packs):

@@ -166,9 +166,9 @@ class PrimaryEvaluator:
     A collective: built and called on every rank. Under ZeRO-3 the evaluation model is partitioned like
     the training engine (a DeepSpeed engine without optimizer) so no rank holds the whole primary model,
     which --through mini never loads otherwise; under other stages each rank holds a copy on its device.
-    Ranks share the held-out batches and the sentences to pool. The masking of the held-out blocks is
-    fixed, so every evaluation sees the same positions. Zero-shot scoring (--task_models) runs on rank 0
-    with plain copies of the fine-tuned models.
+    Ranks share the held-out batches, the sentences to pool and the task examples. The masking of the
+    held-out blocks is fixed, so every evaluation sees the same positions. Zero-shot scoring
+    (--task_models) uses plain copies of the fine-tuned models on every rank's device.
     """
 
     def __init__(self, cfg: AdaptConfig, src: Step2Model, target_tok, eval_blocks, masker, ds_config: dict):
@@ -194,8 +194,9 @@ class PrimaryEvaluator:
                                  {k: v for k, v in src.primary_sd.items()
                                   if k not in LANGUAGE_SPECIFIC and not k.startswith("mini_head.")}, ds_config,
                                  strict_prefixes=("roberta.encoder.",))
-        if cfg.task_models and self.rank == 0:
-            self.zero_shot = ZeroShot(cfg.task_models, cfg.task_eval_file, target_tok)
+        if cfg.task_models:
+            self.zero_shot = ZeroShot(cfg.task_models, cfg.task_eval_file, target_tok, self.device,
+                                      distributed=True)
         self.batches = []
         if eval_blocks is not None:
             g = torch.Generator().manual_seed(1234)
@@ -245,7 +246,7 @@ class PrimaryEvaluator:
         return (sums[0] / sums[1].clamp(min=1)).item()
 
     def __call__(self, embeddings: torch.Tensor, head_bias: torch.Tensor) -> dict:
-        """Every rank gets the figures; zero-shot ones only rank 0."""
+        """The same figures on every rank."""
         self._plug_in(embeddings, head_bias)
         out = {}
         if self.batches:
