@@ -331,6 +331,15 @@ def test_bad_inputs_to_the_adaptation_steps(world, tmp_path, capsys):
     assert "has no mini-model" in capsys.readouterr().err
     assert adapt_main(base + ["--model", world["primary"], "--select_by", "retrieval_top1"]) == 2
     assert "--select_by retrieval_top1 has nothing" in capsys.readouterr().err
+    # evaluation inputs are checked before anything is written
+    no_tab = tmp_path / "no_tab.tsv"
+    no_tab.write_text("one side only\n")
+    assert adapt_main(base + ["--model", world["primary"], "--parallel_file", str(no_tab)]) == 2
+    assert "needs source<TAB>target" in capsys.readouterr().err
+    assert adapt_main(base + ["--model", world["primary"], "--task_models", str(plain),
+                              "--task_eval_file", world["xnli_tgt_test"]]) == 2
+    assert "no finetune.json" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
     bad_tok = tmp_path / "bad_tok"
     from tokenizers import Tokenizer, models, pre_tokenizers

@@ -279,9 +279,20 @@ def check_adapt_inputs(cfg: AdaptConfig, data_cfg) -> None:
     if cfg.eval_every < 1:
         raise ConfigError(f"--eval_every {cfg.eval_every} must be >= 1; fix: give a positive value")
     if cfg.parallel_file:
+        from ..evaluators import read_parallel
+
         check_text_file(cfg.parallel_file, None)
+        read_parallel(cfg.parallel_file, cfg.parallel_limit)  # its format, before anything is written
     if cfg.task_models and not cfg.task_eval_file:
         raise ConfigError("--task_models needs --task_eval_file (target-language task file); fix: add it")
+    if cfg.task_models:
+        from .finetune import FINETUNE_META
+
+        check_text_file(cfg.task_eval_file, None)
+        for path in cfg.task_models:
+            if not os.path.isfile(os.path.join(path, FINETUNE_META)):
+                raise ConfigError(f"--task_models {path}: no {FINETUNE_META}; fix: point at a launchers/"
+                                  "finetune.py --output_dir")
     wanted = {"eval_loss": cfg.eval_files, "retrieval_top1": cfg.parallel_file,
               "zero_shot_accuracy": cfg.task_models, "zero_shot_f1": cfg.task_models}[cfg.select_by]
     if not wanted and cfg.select_by != "eval_loss":  # eval_loss is the default: no evaluation, no choice
