@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -52,8 +51,10 @@ def main(argv=None) -> int:
     from mmadapt.textgen import write_corpus
     from mmadapt.tokenizer import train_tokenizer
 
-    shutil.rmtree(args.work, ignore_errors=True)
-    os.makedirs(args.work)
+    from mmadapt.outdir import claim_run_dir, remove_own_entries
+
+    claim_run_dir(args.work, ".mmadapt-kill-resume", "--work")  # a foreign directory is refused, not wiped
+    remove_own_entries(args.work, ("text.txt", "tok", "cache", "killed", "reference"))
     text = os.path.join(args.work, "text.txt")
     write_corpus(text, 5000)
     train_tokenizer([text], 200, os.path.join(args.work, "tok"))

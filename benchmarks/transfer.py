@@ -208,7 +208,10 @@ class Transfer:
                 "--output_dir", self.path(f"step2-{p}"), "--log_every", max(1, every // 2)])
 
     def run(self) -> dict:
+        from mmadapt.outdir import claim_run_dir
+
         self.check()
+        claim_run_dir(self.out, ".mmadapt-transfer")  # stages replace only their own directories in it
         os.makedirs(self.path("logs"), exist_ok=True)
         t0 = time.perf_counter()
         self.source()

@@ -178,10 +178,10 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, title: str) -> None
         if "choices" in f.metadata:
             kw["choices"] = f.metadata["choices"]
         if tp is bool:
+            # Both spellings for every switch, so a config (the pipeline's YAML) can say false explicitly.
             group.add_argument(f"--{f.name}", action="store_true", **kw)
-            if default:
-                group.add_argument(f"--no_{f.name}", dest=f.name, action="store_false",
-                                   default=argparse.SUPPRESS, help=f"turn --{f.name} off")
+            group.add_argument(f"--no_{f.name}", dest=f.name, action="store_false", default=argparse.SUPPRESS,
+                               help=f"turn --{f.name} off" + (" (the default)" if not default else ""))
             continue
         if tp is list:
             kw["nargs"] = f.metadata.get("nargs", "+")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,6 +27,14 @@ from dataclasses import dataclass, field
 from .errors import ConfigError, exit_status
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO_MARKER = ".mmadapt-demo"
+DEMO_ENTRIES = ("data", "tok-source", "tok-target", "pretrain", "logs", "cache", "report.md", "report.json",
+                "zero_shot_vs_flops.png", "retrieval_vs_flops.png", "mlm_loss_vs_flops.png")
+
+
+def demo_made(entry: str) -> bool:
+    """An entry of --output that the demo writes (and so may replace)."""
+    return entry in DEMO_ENTRIES or entry.startswith(("finetune-", "step2-"))
 
 
 @dataclass
@@ -81,6 +88,16 @@ class Demo:
         self.cfg = cfg
         self.out = os.path.abspath(cfg.output)
         self.timings: dict = {}
+
+    def prepare_output(self) -> None:
+        """Never delete what the demo did not make: a non-empty directory without the demo's marker is
+        refused, and a rerun (without --reuse) replaces only the demo's own entries."""
+        from .outdir import claim_run_dir, remove_own_entries
+
+        claim_run_dir(self.out, DEMO_MARKER)
+        if not self.cfg.reuse:
+            remove_own_entries(self.out, [e for e in os.listdir(self.out) if demo_made(e)])
+        os.makedirs(self.path("logs"), exist_ok=True)
 
     def path(self, *parts) -> str:
         return os.path.join(self.out, *parts)
@@ -177,9 +194,7 @@ class Demo:
     def run(self) -> dict:
         from .report import write_demo_report
 
-        if os.path.isdir(self.out) and not self.cfg.reuse:
-            shutil.rmtree(self.out)
-        os.makedirs(self.path("logs"), exist_ok=True)
+        self.prepare_output()
         t0 = time.perf_counter()
         print(f"mmadapt demo -> {self.out}", flush=True)
         if not (self.cfg.reuse and os.path.isfile(self.path("tok-target", "tokenizer.json"))):
@@ -209,6 +224,9 @@ def check(cfg: DemoConfig) -> None:
                           "fix: pick one")
     if not 0.0 <= cfg.premise_negated <= 1.0:
         raise ConfigError(f"--premise_negated {cfg.premise_negated}: not a probability; fix: give a value in 0..1")
+    from .outdir import check_claimable
+
+    check_claimable(os.path.abspath(cfg.output), DEMO_MARKER)
 
 
 def main(argv=None) -> int:

@@ -74,6 +74,9 @@ def init_distributed(timeout_minutes: Optional[float] = None) -> tuple[int, int]
             from .errors import ConfigError
             raise ConfigError(f"MMADAPT_DIST_TIMEOUT_MIN={raw!r} is not a number of minutes; fix: e.g. 30") from None
     if not dist.is_initialized():
+        from .ops import load_ops
+
+        load_ops()  # before DeepSpeed loads any op itself: one lock, stale build locks cleared
         deepspeed.init_distributed(dist_backend=get_accelerator().communication_backend_name(),
                                    auto_mpi_discovery=True, timeout=datetime.timedelta(minutes=timeout_minutes))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
@@ -177,19 +180,20 @@ def inference_module(model: torch.nn.Module, ds_config: dict) -> torch.nn.Module
 
 
 def initialize_or_resume(model: torch.nn.Module, ds_config: dict, output_dir: str,
-                         resume: bool) -> tuple[object, int]:
-    """The engine, and the step to start from (the latest complete checkpoint's with ``resume``)."""
+                         resume: bool) -> tuple[object, int, dict]:
+    """The engine, the step to start from (the latest complete checkpoint's with ``resume``) and the
+    checkpoint's client state (what the stage saved beside the step, such as step 2's best score)."""
     root = os.path.join(output_dir, "checkpoints")
     tag = None
     if resume:
         ds_config, tag = prepare_resume(ds_config, root)
     engine = initialize(model, ds_config)
     if not resume:
-        return engine, 0
+        return engine, 0, {}
     tag, state = load_checkpoint(engine, root, tag)
     if dist.get_rank() == 0:
         print(f"resumed from {tag} at step {state['step']}", flush=True)
-    return engine, int(state["step"])
+    return engine, int(state["step"]), state
 
 
 def local_parameter_count(model: torch.nn.Module) -> tuple[int, int]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 from typing import Optional
 
 import torch
@@ -21,6 +20,8 @@ from .errors import ConfigError
 MINI_HEAD_FILE = "mini_head.safetensors"
 MODEL_CONFIG_FILE = "mmadapt_model.json"
 SUPPORTED_TYPES = ("xlm-roberta", "roberta")
+# What an export writes (tokenizer files aside): an existing output holding anything else is refused.
+EXPORT_FILES = ("config.json", "model.safetensors", "generation_config.json", MINI_HEAD_FILE, MODEL_CONFIG_FILE)
 
 
 def is_pretrained_ref(name: str) -> bool:
@@ -138,28 +139,28 @@ def export_hf(state_dict: dict, cfg: ModelConfig, out_dir: str, tokenizer_dir: O
     from safetensors.torch import save_file
     from transformers import XLMRobertaForMaskedLM
 
-    tmp = out_dir.rstrip("/") + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    hf_model = XLMRobertaForMaskedLM(hf_config(cfg))
-    hf_sd = {("lm_head.decoder.weight" if k == "lm_head.decoder_weight" else k): v
-             for k, v in state_dict.items() if k.startswith(("roberta.", "lm_head."))}
-    hf_sd["lm_head.decoder.bias"] = state_dict["lm_head.bias"]
-    missing, unexpected = hf_model.load_state_dict(hf_sd, strict=False)
-    missing = [m for m in missing if not m.endswith(("position_ids", "token_type_ids"))]
-    if missing or unexpected:
-        raise RuntimeError(f"export: missing {missing}, unexpected {unexpected}")
-    hf_model.save_pretrained(tmp)
-    mini = {k[len("mini_head."):]: v.contiguous() for k, v in state_dict.items()
-            if k.startswith("mini_head.") and not k.endswith("decoder_weight")}
-    if mini:
-        save_file(mini, os.path.join(tmp, MINI_HEAD_FILE))
-    with open(os.path.join(tmp, MODEL_CONFIG_FILE), "w", encoding="utf-8") as fh:
-        json.dump(dataclasses.asdict(cfg), fh, indent=2)
-    if tokenizer_dir:
-        from transformers import AutoTokenizer
-        AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(tmp)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
+    from .outdir import replaced_directory
+    from .tokenizer import TOKENIZER_FILES
+
+    with replaced_directory(out_dir, EXPORT_FILES + TOKENIZER_FILES) as tmp:
+        hf_model = XLMRobertaForMaskedLM(hf_config(cfg))
+        hf_sd = {("lm_head.decoder.weight" if k == "lm_head.decoder_weight" else k): v
+                 for k, v in state_dict.items() if k.startswith(("roberta.", "lm_head."))}
+        hf_sd["lm_head.decoder.bias"] = state_dict["lm_head.bias"]
+        missing, unexpected = hf_model.load_state_dict(hf_sd, strict=False)
+        missing = [m for m in missing if not m.endswith(("position_ids", "token_type_ids"))]
+        if missing or unexpected:
+            raise RuntimeError(f"export: missing {missing}, unexpected {unexpected}")
+        hf_model.save_pretrained(tmp)
+        mini = {k[len("mini_head."):]: v.contiguous() for k, v in state_dict.items()
+                if k.startswith("mini_head.") and not k.endswith("decoder_weight")}
+        if mini:
+            save_file(mini, os.path.join(tmp, MINI_HEAD_FILE))
+        with open(os.path.join(tmp, MODEL_CONFIG_FILE), "w", encoding="utf-8") as fh:
+            json.dump(dataclasses.asdict(cfg), fh, indent=2)
+        if tokenizer_dir:
+            from transformers import AutoTokenizer
+            AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(tmp)
     return out_dir
 
 

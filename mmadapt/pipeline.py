@@ -30,15 +30,21 @@ from .errors import ConfigError, exit_status
 from .launch import complete, run_launcher
 
 REQUIRED = {"output_dir", "source", "task", "languages"}
+PIPELINE_MARKER = ".mmadapt-pipeline"
 
 
 def _flags(d: dict) -> list:
+    """A YAML mapping as stage flags: ``key: true`` -> --key, ``key: false`` -> --no_key (every switch has
+    both), lists -> --key a b. What no flag can say (null, a nested mapping) is refused, not dropped."""
     out = []
     for key, value in (d or {}).items():
         if value is True:
             out.append(f"--{key}")
-        elif value is False or value is None:
-            continue
+        elif value is False:
+            out.append(f"--no_{key}")
+        elif value is None or isinstance(value, dict):
+            raise ConfigError(f"pipeline config: `{key}: {value!r}` cannot be passed as a flag; fix: give a "
+                              "value, or remove the key to keep the stage's default")
         elif isinstance(value, list):
             out += [f"--{key}", *value]
         else:
@@ -69,6 +75,13 @@ def load_config(path: str) -> dict:
     bad = set(cfg.get("through", ["mini", "full"])) - {"mini", "full"}
     if bad:
         raise ConfigError(f"pipeline config {path}: through {sorted(bad)}; fix: use mini and/or full")
+    # Every flag mapping is checked now, not when its stage comes (after earlier stages ran).
+    for flags in (cfg.get("common"), src.get("pretrain"), src.get("minipost"), cfg["task"].get("args"),
+                  cfg.get("step2")):
+        _flags(flags)
+    from .outdir import check_claimable
+
+    check_claimable(os.path.abspath(cfg["output_dir"]), PIPELINE_MARKER, "output_dir")
     return cfg
 
 
@@ -130,6 +143,9 @@ class Pipeline:
         return evaluate_pack(finetuned, pack, load_examples(spec, eval_file))
 
     def run(self) -> list:
+        from .outdir import claim_run_dir
+
+        claim_run_dir(self.out, PIPELINE_MARKER, "output_dir")
         model, minis = self.source_model()
         task = self.cfg["task"]
         finetuned = self.stage("finetune", "finetune.py", [

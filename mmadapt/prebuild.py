@@ -1,18 +1,11 @@
-"""Build DeepSpeed's JIT ops once at setup: concurrent first-use builds by several ranks can deadlock
-on a stale lock file, and a build inside a timed run is a cost nobody asked for."""
+"""Build DeepSpeed's JIT ops once at setup (`make setup`), so that no timed run pays for a build and
+ranks never compile concurrently (see mmadapt/ops.py for the locking and the ninja trap)."""
 
-from deepspeed.accelerator import get_accelerator
+from .ops import load_ops
 
 
 def main() -> None:
-    acc = get_accelerator()
-    names = ["FusedAdamBuilder"] + (["ShareMemCommBuilder"] if acc.device_name() == "cpu" else [])
-    for name in names:
-        builder = acc.create_op_builder(name)
-        if builder is None or not builder.is_compatible(verbose=False):
-            print(f"prebuild: {name} not available on {acc.device_name()}, skipped")
-            continue
-        builder.load(verbose=False)
+    for name in load_ops():
         print(f"prebuild: {name} ready")
 
 

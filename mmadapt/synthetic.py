@@ -44,15 +44,14 @@ import json
 import math
 import os
 import random
-import shutil
 import sys
-import tempfile
 from bisect import bisect
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from itertools import accumulate
 
 from mmadapt.errors import ConfigError
+from mmadapt.outdir import check_replaceable, replaced_directory
 
 NOUN_CLASSES = ("animate", "plant", "tool", "place")
 ENTAILMENT, NEUTRAL, CONTRADICTION = 0, 1, 2
@@ -591,10 +590,7 @@ def _check(cfg: SyntheticConfig, output_dir: str) -> None:
                         ("task_train", 1), ("task_test", 1)):  # a corpus needs a train and a test line
         if getattr(cfg, name) < least:
             raise ConfigError(f"--{name} {getattr(cfg, name)}: too small; fix: use at least {least}")
-    if os.path.exists(output_dir) and (not os.path.isdir(output_dir)
-                                       or not set(os.listdir(output_dir)) <= set(OUTPUT_FILES)):
-        raise ConfigError(f"--output {output_dir}: exists and holds other files; fix: choose a new or "
-                          f"empty directory (an earlier output of this generator is replaced)")
+    check_replaceable(output_dir, OUTPUT_FILES, "--output")
 
 
 def generate(cfg: SyntheticConfig, output_dir: str) -> dict:
@@ -644,28 +640,11 @@ def generate(cfg: SyntheticConfig, output_dir: str) -> dict:
 
 
 def _write_atomically(output_dir: str, texts: dict[str, str]) -> None:
-    """All files appear together or none do: write a sibling temp dir, then rename it into place."""
-    output_dir = os.path.abspath(output_dir)
-    parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".synthetic-", dir=parent)
-    old = tmp + ".old"
-    try:
-        os.chmod(tmp, 0o755)
+    """All files appear together or none do (see mmadapt/outdir.py)."""
+    with replaced_directory(output_dir, OUTPUT_FILES) as tmp:
         for name, text in texts.items():
             with open(os.path.join(tmp, name), "w", encoding="utf-8", newline="\n") as f:
                 f.write(text)
-        if os.path.exists(output_dir):  # an earlier output (checked in _check): swap it out
-            os.rename(output_dir, old)
-        try:
-            os.rename(tmp, output_dir)
-        except OSError:
-            if os.path.exists(old):
-                os.rename(old, output_dir)  # put the earlier output back
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def main(argv=None) -> int:

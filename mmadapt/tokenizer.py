@@ -112,16 +112,21 @@ def permuted_tokenizer(source_dir: str, out_dir: str, seed: int = 0):
     return save_atomically(XLMRobertaTokenizer(vocab=head + body + [mask]), out_dir)
 
 
+# What a saved tokenizer directory holds: an existing --output is replaced only if it holds nothing else.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "sentencepiece.bpe.model")
+
+
 def save_atomically(tok, output: str, extra_files: Optional[dict] = None):
     """Write the tokenizer (and extra files: name -> source path) to a temporary directory, then rename
-    it into place: a crash never leaves half a tokenizer. Returns it loaded back, layout checked."""
-    tmp = output.rstrip("/") + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tok.save_pretrained(tmp)
-    for name, source in (extra_files or {}).items():
-        shutil.copy(source, os.path.join(tmp, name))
-    shutil.rmtree(output, ignore_errors=True)
-    os.replace(tmp, output)
+    it into place: a crash never leaves half a tokenizer, and a directory holding anything but an earlier
+    tokenizer is refused, not replaced. Returns it loaded back, layout checked."""
+    from .outdir import replaced_directory
+
+    with replaced_directory(output, TOKENIZER_FILES) as tmp:
+        tok.save_pretrained(tmp)
+        for name, source in (extra_files or {}).items():
+            shutil.copy(source, os.path.join(tmp, name))
     return load_tokenizer(output)
 
 

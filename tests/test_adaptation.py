@@ -403,3 +403,27 @@ def test_pipeline_runs_all_steps_and_skips_complete_ones(world, tmp_path):
     del cfg["task"]
     path.write_text(yaml.safe_dump(cfg))
     assert pipeline_main([str(path)]) == 2
+
+
+def test_step2_resume_keeps_the_best_score_and_embeddings(world, tmp_path):
+    """A resumed step 2 (mmadapt pipeline resumes on its own) must not take its first evaluation for the
+    best: the best score and step travel in the checkpoint. The resumed half runs with a learning rate
+    that wrecks the embeddings, so every later evaluation is worse than the best before the stop."""
+    out = tmp_path / "pack"
+    args = ["--deepspeed_config", os.path.join(REPO, "ds_configs", "dp_cpu.json"), "--max_seq_length", 32,
+            "--global_batch_size", 8, "--model", world["primary"], "--through", "mini", "--tokenizer",
+            world["tgt_tok"], "--train_files", world["tgt"], "--eval_files", world["tgt"], "--eval_blocks", 8,
+            "--select_by", "eval_loss", "--max_steps", 8, "--eval_every", 2, "--save_every", 2,
+            "--warmup_steps", 1, "--output_dir", out, "--cache_dir", world["root"] / "cache"]
+    run_stage("adapt.py", args + ["--lr", 5e-3, "--stop_at_step", 4])
+    best_before = (out / "best_embeddings.safetensors").read_bytes()
+    best_step = json.loads((out / "pack.json").read_text())["best_step"]
+    run_stage("adapt.py", args + ["--lr", 50.0, "--resume"])
+    evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [0, 2, 4, 6, 8]
+    losses = {e["step"]: e["eval_loss"] for e in evals}
+    assert min(losses[6], losses[8]) > min(losses[s] for s in (0, 2, 4))  # the resumed half only got worse
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best_step"] == best_step == min(losses, key=losses.get) <= 4
+    assert summary["best_value"] == pytest.approx(losses[best_step])
+    assert (out / "best_embeddings.safetensors").read_bytes() == best_before

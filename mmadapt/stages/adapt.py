@@ -352,7 +352,7 @@ def run(sections: dict) -> dict:
     freeze_all_but_language(model, cfg.train_head_bias)
     frozen = sorted(n for n, p in model.named_parameters() if not p.requires_grad)
     frozen_before = checksum(init_sd, frozen)
-    engine, start = eng.initialize_or_resume(model, ds, train.output_dir, train.resume)
+    engine, start, resumed = eng.initialize_or_resume(model, ds, train.output_dir, train.resume)
 
     masker = Masker(target_tok, data_cfg.mlm_probability)
     evaluator = None
@@ -362,23 +362,23 @@ def run(sections: dict) -> dict:
             "through": cfg.through, "mini_kind": src.kind, "depth": src.depth, "init": cfg.init,
             "rows_copied": copied, "vocab_size": len(target_tok), "hidden_size": src.step_cfg.hidden_size,
             "select_by": select_by}
-    best = {"value": None, "step": None}
+    # The best score so far travels in every checkpoint: a resumed run must not take its first
+    # evaluation for the best (mmadapt pipeline resumes interrupted stages on its own).
+    best = {"value": resumed.get("best_value"), "step": resumed.get("best_step")}
     higher_is_better = select_by != "eval_loss"
 
     def evaluate(step: int) -> dict:
         emb_now, bias_now = gathered_language_params(engine)
-        figures = evaluator(emb_now, bias_now)
-        if rank != 0:
-            eng.barrier()
-            return {}
+        figures = evaluator(emb_now, bias_now)  # the same on every rank, so is `best`
         value = figures.get(select_by)
         if value is not None and (best["value"] is None or
                                   (value > best["value"] if higher_is_better else value < best["value"])):
             best.update(value=value, step=step)
-            save_pack(train.output_dir, emb_now, bias_now, os.path.join(train.output_dir, "tokenizer"),
-                      {**meta, "best_step": step, select_by: value}, filename=BEST_EMBEDDINGS_FILE)
+            if rank == 0:
+                save_pack(train.output_dir, emb_now, bias_now, os.path.join(train.output_dir, "tokenizer"),
+                          {**meta, "best_step": step, select_by: value}, filename=BEST_EMBEDDINGS_FILE)
         eng.barrier()
-        return figures
+        return figures if rank == 0 else {}
 
     predicted = train.global_batch_size * data_cfg.max_seq_length * data_cfg.mlm_probability
     flops = step_flops(src.step_cfg, data_cfg.max_seq_length, train.global_batch_size, predicted, src.depth,
@@ -386,7 +386,8 @@ def run(sections: dict) -> dict:
     trainer = Trainer(engine, train, mlm_batches(blocks, plan, masker, train.seed, rank),
                       train.global_batch_size * data_cfg.max_seq_length, flops, train.output_dir, rank, world,
                       start_step=start, evaluate=evaluate if evaluator is not None else None,
-                      eval_every=cfg.eval_every)
+                      eval_every=cfg.eval_every,
+                      on_checkpoint=lambda step: {"best_value": best["value"], "best_step": best["step"]})
     summary = trainer.run()
     emb_final, bias_final = gathered_language_params(engine)
     # Proof that step 2 touched only the language: every frozen weight hashes as it was loaded.

@@ -138,7 +138,7 @@ def run(sections: dict) -> dict:
               strict_prefixes=("roberta.",))
     for name, p in model.named_parameters():
         p.requires_grad = not name.startswith("roberta.embeddings.")
-    engine, start = eng.initialize_or_resume(model, ds, train.output_dir, train.resume)
+    engine, start, _ = eng.initialize_or_resume(model, ds, train.output_dir, train.resume)
 
     flops = finetune_step_flops(task_cfg, cfg.max_seq_length, train.global_batch_size,
                                 len(spec.labels) if spec.kind == "pair" else 2)

@@ -90,7 +90,7 @@ def run(sections: dict) -> dict:
     for name, p in model.named_parameters():
         p.requires_grad = name not in shared_names
     frozen_before = checksum(primary_sd, shared_names)
-    engine, start = eng.initialize_or_resume(model, ds, train.output_dir, train.resume)
+    engine, start, _ = eng.initialize_or_resume(model, ds, train.output_dir, train.resume)
 
     predicted = train.global_batch_size * data_cfg.max_seq_length * data_cfg.mlm_probability
     flops = minipost_step_flops(mini_cfg, data_cfg.max_seq_length, train.global_batch_size, predicted, k, n)

@@ -74,7 +74,7 @@ def run(sections: dict) -> dict:
     if pretrained is not None:
         load_into(model, load_pretrained_state_dict(model_cfg.model))
     local, full = eng.local_parameter_count(model)
-    engine, start = eng.initialize_or_resume(model, ds, train.output_dir, train.resume)
+    engine, start, _ = eng.initialize_or_resume(model, ds, train.output_dir, train.resume)
 
     predicted = train.global_batch_size * data_cfg.max_seq_length * data_cfg.mlm_probability
     flops = pretrain_step_flops(model_cfg, data_cfg.max_seq_length, train.global_batch_size, predicted)
