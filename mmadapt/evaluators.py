@@ -99,11 +99,13 @@ class Retrieval:
 class ZeroShot:
     """Accuracy (or F1) of fine-tuned task models with the candidate embeddings swapped in, mean over them.
 
-    The task models are plain copies on ``device``. ``distributed``: a collective, called on every rank;
-    each rank scores a share of the examples and the sums are reduced across ranks.
+    ``eval_files`` maps a figure prefix to a task file: {"": test, "dev_": dev} gives
+    ``zero_shot_accuracy`` and ``dev_zero_shot_accuracy`` from one load of the models. The task models
+    are plain copies on ``device``. ``distributed``: a collective, called on every rank; each rank scores
+    a share of the examples and the sums are reduced across ranks.
     """
 
-    def __init__(self, task_dirs: list, eval_file: str, target_tokenizer, device=None,
+    def __init__(self, task_dirs: list, eval_files: dict, target_tokenizer, device=None,
                  distributed: bool = False):
         import torch.distributed as dist
 
@@ -114,10 +116,12 @@ class ZeroShot:
         self.models = [load_finetuned(d) for d in task_dirs]
         for _, task_model, _, _ in self.models:
             task_model.to(self.device)
-        examples = load_examples(self.models[0][0], eval_file)
-        self.total = len(examples)
         self.world = dist.get_world_size() if distributed and dist.is_initialized() else 1
-        self.examples = examples[dist.get_rank()::self.world] if self.world > 1 else examples
+        rank = dist.get_rank() if self.world > 1 else 0
+        self.splits = {}  # prefix -> (this rank's examples, all examples' count)
+        for prefix, path in eval_files.items():
+            examples = load_examples(self.models[0][0], path)
+            self.splits[prefix] = (examples[rank::self.world], len(examples))
         self.target_tokenizer = target_tokenizer
 
     def __call__(self, embeddings: torch.Tensor) -> dict:
@@ -127,17 +131,22 @@ class ZeroShot:
         from .tasks import score
 
         key = "accuracy" if self.models[0][0].kind == "pair" else "f1"
-        sums = []  # per model: the score times the examples it covers (correct answers, or F1 points)
-        for spec, task_model, _, meta in self.models:
+        for _, task_model, _, _ in self.models:
             swap_language(task_model, {"word_embeddings": embeddings.detach().to(self.device)})
-            if self.examples:
-                result = score(spec, task_model, self.target_tokenizer, self.examples, meta["max_seq_length"])
-                sums.append(result[key] * result["examples"])
-            else:
-                sums.append(0.0)
-        if self.world > 1:
-            reduced = torch.tensor(sums, dtype=torch.float64, device=self.device)
-            dist.all_reduce(reduced)
-            sums = reduced.tolist()
-        scores = [s / self.total for s in sums]
-        return {f"zero_shot_{key}": sum(scores) / len(scores), f"zero_shot_{key}_per_model": scores}
+        out = {}
+        for prefix, (examples, total) in self.splits.items():
+            sums = []  # per model: the score times the examples it covers (correct answers, or F1 points)
+            for spec, task_model, _, meta in self.models:
+                if examples:
+                    result = score(spec, task_model, self.target_tokenizer, examples, meta["max_seq_length"])
+                    sums.append(result[key] * result["examples"])
+                else:
+                    sums.append(0.0)
+            if self.world > 1:
+                reduced = torch.tensor(sums, dtype=torch.float64, device=self.device)
+                dist.all_reduce(reduced)
+                sums = reduced.tolist()
+            scores = [x / total for x in sums]
+            out[f"{prefix}zero_shot_{key}"] = sum(scores) / len(scores)
+            out[f"{prefix}zero_shot_{key}_per_model"] = scores
+        return out

@@ -64,8 +64,9 @@ CLAUSE_COUNTS, CLAUSE_WEIGHTS = (1, 2, 3), (0.45, 0.4, 0.15)
 MIN_WORDS, MAX_WORDS = 6, 30
 N_CONJUNCTIONS = 3
 OUTPUT_FILES = ("source.train.txt", "source.test.txt", "target.train.txt", "target.test.txt",
-                "parallel.tsv", "dictionary.tsv", "dictionary.lemmas.tsv", "task.source.train.jsonl",
-                "task.source.test.jsonl", "task.target.test.jsonl", "meta.json")
+                "parallel.tsv", "parallel.dev.tsv", "dictionary.tsv", "dictionary.lemmas.tsv",
+                "task.source.train.jsonl", "task.source.test.jsonl", "task.target.dev.jsonl",
+                "task.target.test.jsonl", "meta.json")
 
 
 @dataclass
@@ -77,8 +78,10 @@ class SyntheticConfig:
     source_sentences: int = 60000  # 95% train, 5% test
     target_sentences: int = 60000
     parallel_pairs: int = 2000
+    parallel_dev: int = 500  # pairs of the dev split: choosing "best" embeddings never reads the test pairs
     task_train: int = 6000
     task_test: int = 1500
+    task_dev: int = 600  # target-language dev examples (selection), drawn apart from the test examples
     task_mode: str = "controlled"  # "controlled": overlap-balanced moves; "first_clause": see Sampler.first_clause_pair
     # one_clause mode: share of negated premises (0: the label needs no polarity comparison across the
     # pair, only "is the hypothesis negated" and "same subject")
@@ -587,7 +590,7 @@ def _check(cfg: SyntheticConfig, output_dir: str) -> None:
     if cfg.word_order not in ("sov", "svo"):
         raise ConfigError(f"--word_order {cfg.word_order!r}: unknown; fix: use sov or svo")
     for name, least in (("source_sentences", 2), ("target_sentences", 2), ("parallel_pairs", 1),
-                        ("task_train", 1), ("task_test", 1)):  # a corpus needs a train and a test line
+                        ("parallel_dev", 1), ("task_train", 1), ("task_test", 1), ("task_dev", 1)):  # a corpus needs a train and a test line
         if getattr(cfg, name) < least:
             raise ConfigError(f"--{name} {getattr(cfg, name)}: too small; fix: use at least {least}")
     check_replaceable(output_dir, OUTPUT_FILES, "--output")
@@ -605,15 +608,16 @@ def generate(cfg: SyntheticConfig, output_dir: str) -> dict:
         lines = [realiser.sentence(sampler.sentence()) for _ in range(n)]
         n_test = max(1, n // 20)
         files[f"{lang}.train.txt"], files[f"{lang}.test.txt"] = lines[n_test:], lines[:n_test]
-    sampler = Sampler(lex, stream("parallel"))
-    files["parallel.tsv"] = [f"{src.sentence(s)}\t{tgt.sentence(s)}"
-                             for s in (sampler.sentence() for _ in range(cfg.parallel_pairs))]
+    for name, stream_name, n in (("parallel.tsv", "parallel", cfg.parallel_pairs),
+                                 ("parallel.dev.tsv", "parallel-dev", cfg.parallel_dev)):
+        sampler = Sampler(lex, stream(stream_name))
+        files[name] = [f"{src.sentence(s)}\t{tgt.sentence(s)}" for s in (sampler.sentence() for _ in range(n))]
     files["dictionary.tsv"] = [f"{s}\t{t}" for s, t in zip(lex.forms("source"), lex.forms("target"))]
     files["dictionary.lemmas.tsv"] = [f"{s}\t{t}\t{pos}" for pos in ("noun", "verb", "adj")
                                       for s, t in zip(lex.stems["source"][pos], lex.stems["target"][pos])]
     task = {}
     for split, realiser, n in (("source.train", src, cfg.task_train), ("source.test", src, cfg.task_test),
-                               ("target.test", tgt, cfg.task_test)):
+                               ("target.dev", tgt, cfg.task_dev), ("target.test", tgt, cfg.task_test)):
         task[split] = [{"premise": realiser.sentence(p), "hypothesis": realiser.sentence(Sentence((h,))),
                         "label": y} for p, h, y in task_pairs(lex, stream(f"task-{split}"), n, cfg.task_mode,
                                                                   cfg.premise_negated)]

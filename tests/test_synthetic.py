@@ -147,7 +147,7 @@ def test_pronouns_have_a_unique_antecedent():
 
 def test_task_labels_are_balanced(out):
     d, meta = out
-    for split in ("source.train", "source.test", "target.test"):
+    for split in ("source.train", "source.test", "target.dev", "target.test"):
         rows = jsonl(d, f"task.{split}.jsonl")
         counts = Counter(x["label"] for x in rows)
         assert set(counts) == {0, 1, 2} and max(counts.values()) - min(counts.values()) <= 1, split
@@ -325,12 +325,12 @@ def test_output_is_written_atomically(tmp_path, monkeypatch):
 def test_cli(tmp_path, capsys):
     args = ["--output", str(tmp_path / "cli"), "--seed", "2", "--lexicon_size", "60", "--word_order", "svo",
             "--source_sentences", "40", "--target_sentences", "40", "--parallel_pairs", "5",
-            "--task_train", "30", "--task_test", "12"]
+            "--task_train", "30", "--task_test", "12", "--task_dev", "9", "--parallel_dev", "4"]
     assert syn.main(args) == 0
     meta = json.load(open(tmp_path / "cli" / "meta.json"))
     assert meta["config"] == dict(seed=2, lexicon_size=60, word_order="svo", source_sentences=40,
-                                  target_sentences=40, parallel_pairs=5, task_train=30, task_test=12,
-                                  task_mode="controlled", premise_negated=0.5)
+                                  target_sentences=40, parallel_pairs=5, parallel_dev=4, task_train=30,
+                                  task_test=12, task_dev=9, task_mode="controlled", premise_negated=0.5)
     assert syn.main(["--output", str(tmp_path / "bad"), "--lexicon_size", "3"]) == 2
     assert capsys.readouterr().err.startswith("error: --lexicon_size 3")
 
@@ -366,7 +366,7 @@ def test_first_clause_task_is_deterministic_balanced_and_translated(tmp_path):
                           task_train=600, task_test=300, task_mode="first_clause")
     a, meta = generate_twice_identically(cfg, tmp_path)
     assert meta["task_labels"] == {"source.train": [200, 200, 200], "source.test": [100, 100, 100],
-                                   "target.test": [100, 100, 100]}
+                                   "target.dev": [200, 200, 200], "target.test": [100, 100, 100]}
     src_words = {w for x in read(a, "dictionary.tsv") for w in [x.split("\t")[0]]}
     tgt = jsonl(a, "task.target.test.jsonl")
     assert all(set((x["premise"] + " " + x["hypothesis"]).split()).isdisjoint(src_words) for x in tgt)
@@ -418,3 +418,19 @@ def test_one_clause_task_is_deterministic_and_in_each_language(tmp_path):
         assert all(set((x["premise"] + " " + x["hypothesis"]).split()) <= vocab for x in examples)
     # Surface cues go a long way here (reported in meta.json), but do not solve it outright.
     assert 0.5 < meta["lexical_overlap_baseline_accuracy"] < 0.95
+
+
+def test_dev_split_is_drawn_apart_from_the_test_split(tmp_path):
+    """Selection reads dev, the verdict test: the two splits share no example and no pair."""
+    d = tmp_path / "dev"
+    syn.generate(SyntheticConfig(**{**SMALL, "task_test": 150, "task_dev": 120, "parallel_dev": 60}), str(d))
+    dev = [json.loads(x) for x in (d / "task.target.dev.jsonl").read_text().splitlines()]
+    test = [json.loads(x) for x in (d / "task.target.test.jsonl").read_text().splitlines()]
+    assert len(dev) == 120 and len(test) == 150
+    assert [sum(x["label"] == k for x in dev) for k in range(3)] == [40, 40, 40]
+    key = lambda x: (x["premise"], x["hypothesis"])  # noqa: E731
+    assert len({key(x) for x in dev} & {key(x) for x in test}) <= 2  # short sentences may recur by chance
+    dev_pairs = (d / "parallel.dev.tsv").read_text().splitlines()
+    test_pairs = set((d / "parallel.tsv").read_text().splitlines())
+    assert len(dev_pairs) == 60 and all("\t" in p for p in dev_pairs)
+    assert len(set(dev_pairs) & test_pairs) <= 2

@@ -46,11 +46,16 @@ class AdaptConfig:
     eval_every: int = _f(50, "steps between evaluations of the primary model")
     eval_blocks: int = _f(64, "held-out blocks per evaluation")
     parallel_file: Optional[str] = _f(None, "source<TAB>target pairs: retrieval top-1 at each evaluation")
+    parallel_dev_file: Optional[str] = _f(None, "dev pairs: dev_retrieval_top1, which --select_by reads "
+                                          "instead of the test pairs' figure")
     parallel_limit: int = _f(1000, "pairs used for retrieval")
     task_models: list = _f([], "fine-tuned source task models (launchers/finetune.py): zero-shot score at "
                            "each evaluation, mean over them", nargs="+")
-    task_eval_file: Optional[str] = _f(None, "target-language task file for --task_models")
-    select_by: str = _f("eval_loss", "figure that picks the pack's best embeddings",
+    task_eval_file: Optional[str] = _f(None, "target-language task file (test) for --task_models")
+    task_dev_file: Optional[str] = _f(None, "target-language dev task file: dev_zero_shot_accuracy, which "
+                                      "--select_by reads instead of the test figure")
+    select_by: str = _f("eval_loss", "figure that picks the pack's best embeddings (its dev_ figure when a "
+                        "dev file is given: the test files then only report)",
                         choices=("eval_loss", "retrieval_top1", "zero_shot_accuracy", "zero_shot_f1"))
     activation_checkpointing: bool = _f(False, "recompute each layer in backward")
 
@@ -182,21 +187,24 @@ class PrimaryEvaluator:
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
         self.zero3 = eng.zero_stage(ds_config) == 3
         self.device = eng.device()
-        self.retrieval = self.zero_shot = None
-        if cfg.parallel_file:
+        self.zero_shot = None
+        self.retrieval = {}  # figure prefix -> Retrieval
+        pair_files = {p: f for p, f in (("", cfg.parallel_file), ("dev_", cfg.parallel_dev_file)) if f}
+        if pair_files:
             # The source side is pooled once, by the primary model with its own embeddings.
             source = self._build(src.primary_cfg, {k: v for k, v in src.primary_sd.items()
                                                    if not k.startswith("mini_head.")}, ds_config)
-            self.retrieval = Retrieval(source, load_tokenizer(cfg.source_tokenizer or cfg.model), target_tok,
-                                       cfg.parallel_file, cfg.parallel_limit, distributed=True)
+            source_tok = load_tokenizer(cfg.source_tokenizer or cfg.model)
+            self.retrieval = {p: Retrieval(source, source_tok, target_tok, f, cfg.parallel_limit, distributed=True)
+                              for p, f in pair_files.items()}
             del source
         self.model = self._build(dataclasses.replace(src.primary_cfg, vocab_size=src.step_cfg.vocab_size),
                                  {k: v for k, v in src.primary_sd.items()
                                   if k not in LANGUAGE_SPECIFIC and not k.startswith("mini_head.")}, ds_config,
                                  strict_prefixes=("roberta.encoder.",))
         if cfg.task_models:
-            self.zero_shot = ZeroShot(cfg.task_models, cfg.task_eval_file, target_tok, self.device,
-                                      distributed=True)
+            task_files = {p: f for p, f in (("", cfg.task_eval_file), ("dev_", cfg.task_dev_file)) if f}
+            self.zero_shot = ZeroShot(cfg.task_models, task_files, target_tok, self.device, distributed=True)
         self.batches = []
         if eval_blocks is not None:
             g = torch.Generator().manual_seed(1234)
@@ -251,8 +259,8 @@ class PrimaryEvaluator:
         out = {}
         if self.batches:
             out["eval_loss"] = self._eval_loss()
-        if self.retrieval is not None:
-            out.update(self.retrieval(self.model))
+        for prefix, retrieval in self.retrieval.items():
+            out.update({prefix + k: v for k, v in retrieval(self.model).items()})
         if self.zero_shot is not None:
             out.update(self.zero_shot(embeddings))
         return out
@@ -278,17 +286,22 @@ def check_adapt_inputs(cfg: AdaptConfig, data_cfg) -> None:
         check_text_file(path, data_cfg.text_field)
     if cfg.eval_every < 1:
         raise ConfigError(f"--eval_every {cfg.eval_every} must be >= 1; fix: give a positive value")
-    if cfg.parallel_file:
+    if cfg.parallel_dev_file and not cfg.parallel_file:
+        raise ConfigError("--parallel_dev_file needs --parallel_file (the test pairs); fix: add it")
+    for path in filter(None, (cfg.parallel_file, cfg.parallel_dev_file)):
         from ..evaluators import read_parallel
 
-        check_text_file(cfg.parallel_file, None)
-        read_parallel(cfg.parallel_file, cfg.parallel_limit)  # its format, before anything is written
+        check_text_file(path, None)
+        read_parallel(path, cfg.parallel_limit)  # its format, before anything is written
     if cfg.task_models and not cfg.task_eval_file:
         raise ConfigError("--task_models needs --task_eval_file (target-language task file); fix: add it")
+    if cfg.task_dev_file and not cfg.task_models:
+        raise ConfigError("--task_dev_file needs --task_models to score; fix: add them or drop it")
     if cfg.task_models:
         from .finetune import FINETUNE_META
 
-        check_text_file(cfg.task_eval_file, None)
+        for path in filter(None, (cfg.task_eval_file, cfg.task_dev_file)):
+            check_text_file(path, None)
         for path in cfg.task_models:
             if not os.path.isfile(os.path.join(path, FINETUNE_META)):
                 raise ConfigError(f"--task_models {path}: no {FINETUNE_META}; fix: point at a launchers/"
@@ -370,7 +383,7 @@ def run(sections: dict) -> dict:
     def evaluate(step: int) -> dict:
         emb_now, bias_now = gathered_language_params(engine)
         figures = evaluator(emb_now, bias_now)  # the same on every rank, so is `best`
-        value = figures.get(select_by)
+        value = figures.get("dev_" + select_by, figures.get(select_by))  # dev when there is one
         if value is not None and (best["value"] is None or
                                   (value > best["value"] if higher_is_better else value < best["value"])):
             best.update(value=value, step=step)
