@@ -82,6 +82,10 @@ class SyntheticConfig:
     task_train: int = 6000
     task_test: int = 1500
     task_dev: int = 600  # target-language dev examples (selection), drawn apart from the test examples
+    # Corpora as documents of this many sentences whose nouns recur (1: independent sentences); a noun
+    # is one the document already mentioned with probability entity_reuse.
+    document_length: int = 1
+    entity_reuse: float = 0.5
     task_mode: str = "controlled"  # "controlled": overlap-balanced moves; "first_clause": see Sampler.first_clause_pair
     # one_clause mode: share of negated premises (0: the label needs no polarity comparison across the
     # pair, only "is the hypothesis negated" and "same subject")
@@ -324,8 +328,12 @@ def _zipf(items: list):
 class Sampler:
     """Random meanings: sentences for the corpora, premise/hypothesis pairs for the task."""
 
-    def __init__(self, lex: Lexicon, rng: random.Random):
+    def __init__(self, lex: Lexicon, rng: random.Random, entity_reuse: float = 0.0):
         self.lex, self.rng = lex, rng
+        # Corpora come as documents: a noun drawn for a sentence is, with probability entity_reuse, one
+        # the document already mentioned (same class). See `documents`.
+        self.entity_reuse = entity_reuse
+        self.document: list[list[int]] | None = None  # per noun class, nouns mentioned so far
         self.nouns = [_zipf(ns) for ns in lex.nouns_by_class]
         self.verbs = [_zipf(vs) for vs in lex.verbs_by_subject]
         self.adjs = [_zipf(a) for a in lex.adjs_by_class]
@@ -334,7 +342,12 @@ class Sampler:
 
     def np(self, cls: int, relative: bool) -> NP:
         r = self.rng
-        noun, plural = self.nouns[cls](r), r.random() < P_PLURAL
+        mentioned = self.document[cls] if self.document is not None else None
+        if mentioned and r.random() < self.entity_reuse:
+            noun = r.choice(mentioned)
+        else:
+            noun = self.nouns[cls](r)
+        plural = r.random() < P_PLURAL
         adj = self.adjs[cls](r) if r.random() < P_ADJECTIVE else None
         rel = None
         if relative and r.random() < P_RELATIVE:  # its subject is the head noun itself
@@ -358,6 +371,25 @@ class Sampler:
             s = self._sentence()
             if MIN_WORDS <= sentence_length(s) <= MAX_WORDS and coherent(resolved_clauses(s)):
                 return s
+
+    def documents(self, n: int, length: int) -> list[Sentence]:
+        """n sentences in documents of ``length`` sentences that keep mentioning their entities.
+
+        Packed training blocks hold consecutive lines, so a masked noun can often be read off an earlier
+        mention: as in real text, the model learns to match a word with its earlier occurrence, which
+        every sentence-pair task later needs (the premise's subject in the hypothesis)."""
+        out = []
+        for i in range(n):
+            if i % length == 0:
+                self.document = [[] for _ in NOUN_CLASSES]
+            s = self.sentence()
+            for c in s.clauses:
+                for np in _nps(c):
+                    if np.noun not in self.document[self.lex.noun_class[np.noun]]:
+                        self.document[self.lex.noun_class[np.noun]].append(np.noun)
+            out.append(s)
+        self.document = None
+        return out
 
     def _sentence(self) -> Sentence:
         r, classes = self.rng, self.lex.noun_class
@@ -589,7 +621,9 @@ def _check(cfg: SyntheticConfig, output_dir: str) -> None:
         raise ConfigError(f"--premise_negated {cfg.premise_negated}: not a probability; fix: give a value in 0..1")
     if cfg.word_order not in ("sov", "svo"):
         raise ConfigError(f"--word_order {cfg.word_order!r}: unknown; fix: use sov or svo")
-    for name, least in (("source_sentences", 2), ("target_sentences", 2), ("parallel_pairs", 1),
+    if not 0.0 <= cfg.entity_reuse <= 1.0:
+        raise ConfigError(f"--entity_reuse {cfg.entity_reuse}: not a probability; fix: give a value in 0..1")
+    for name, least in (("document_length", 1), ("source_sentences", 2), ("target_sentences", 2), ("parallel_pairs", 1),
                         ("parallel_dev", 1), ("task_train", 1), ("task_test", 1), ("task_dev", 1)):  # a corpus needs a train and a test line
         if getattr(cfg, name) < least:
             raise ConfigError(f"--{name} {getattr(cfg, name)}: too small; fix: use at least {least}")
@@ -604,8 +638,8 @@ def generate(cfg: SyntheticConfig, output_dir: str) -> dict:
     stream = lambda name: random.Random(f"{cfg.seed}:{name}")  # noqa: E731 - independent samples
     files: dict[str, list[str]] = {}
     for lang, realiser, n in (("source", src, cfg.source_sentences), ("target", tgt, cfg.target_sentences)):
-        sampler = Sampler(lex, stream(f"{lang}-corpus"))
-        lines = [realiser.sentence(sampler.sentence()) for _ in range(n)]
+        sampler = Sampler(lex, stream(f"{lang}-corpus"), cfg.entity_reuse)
+        lines = [realiser.sentence(s) for s in sampler.documents(n, cfg.document_length)]
         n_test = max(1, n // 20)
         files[f"{lang}.train.txt"], files[f"{lang}.test.txt"] = lines[n_test:], lines[:n_test]
     for name, stream_name, n in (("parallel.tsv", "parallel", cfg.parallel_pairs),

@@ -330,7 +330,8 @@ def test_cli(tmp_path, capsys):
     meta = json.load(open(tmp_path / "cli" / "meta.json"))
     assert meta["config"] == dict(seed=2, lexicon_size=60, word_order="svo", source_sentences=40,
                                   target_sentences=40, parallel_pairs=5, parallel_dev=4, task_train=30,
-                                  task_test=12, task_dev=9, task_mode="controlled", premise_negated=0.5)
+                                  task_test=12, task_dev=9, document_length=1, entity_reuse=0.5,
+                                  task_mode="controlled", premise_negated=0.5)
     assert syn.main(["--output", str(tmp_path / "bad"), "--lexicon_size", "3"]) == 2
     assert capsys.readouterr().err.startswith("error: --lexicon_size 3")
 
