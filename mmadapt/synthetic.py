@@ -63,6 +63,7 @@ P_COPULA, P_NEGATED, P_PLURAL, P_ADJECTIVE, P_RELATIVE, P_PRONOUN = 0.15, 0.2, 0
 CLAUSE_COUNTS, CLAUSE_WEIGHTS = (1, 2, 3), (0.45, 0.4, 0.15)
 MIN_WORDS, MAX_WORDS = 6, 30
 N_CONJUNCTIONS = 3
+WORD_ORDERS = ("sov", "svo", "source")
 OUTPUT_FILES = ("source.train.txt", "source.test.txt", "target.train.txt", "target.test.txt",
                 "parallel.tsv", "parallel.dev.tsv", "dictionary.tsv", "dictionary.lemmas.tsv",
                 "task.source.train.jsonl", "task.source.test.jsonl", "task.target.dev.jsonl",
@@ -74,7 +75,7 @@ class SyntheticConfig:
     """The CLI flags; every output is a function of these alone."""
     seed: int = 0
     lexicon_size: int = 400  # content lemmas (nouns, verbs, adjectives); ~30 function words come on top
-    word_order: str = "sov"  # of TARGET; SOURCE is always SVO
+    word_order: str = "sov"  # of TARGET (sov, svo, or source: SOURCE's orders throughout); SOURCE is SVO
     source_sentences: int = 60000  # 95% train, 5% test
     target_sentences: int = 60000
     parallel_pairs: int = 2000
@@ -196,7 +197,9 @@ class Realiser:
 
     def __init__(self, lex: Lexicon, lang: str, word_order: str = "sov"):
         self.lex, self.w = lex, lex.words[lang]
-        self.target, self.sov = lang == "target", lang == "target" and word_order == "sov"
+        # "source": the target keeps every source ordering, only its words differ (a relexification)
+        self.target = lang == "target" and word_order != "source"
+        self.sov = lang == "target" and word_order == "sov"
 
     def np(self, np: NP) -> list[str]:
         cls, n = self.lex.noun_class[np.noun], int(np.plural)
@@ -619,8 +622,8 @@ def _check(cfg: SyntheticConfig, output_dir: str) -> None:
         raise ConfigError(f"--task_mode {cfg.task_mode!r}: unknown; fix: use one of {', '.join(TASK_MODES)}")
     if not 0.0 <= cfg.premise_negated <= 1.0:
         raise ConfigError(f"--premise_negated {cfg.premise_negated}: not a probability; fix: give a value in 0..1")
-    if cfg.word_order not in ("sov", "svo"):
-        raise ConfigError(f"--word_order {cfg.word_order!r}: unknown; fix: use sov or svo")
+    if cfg.word_order not in WORD_ORDERS:
+        raise ConfigError(f"--word_order {cfg.word_order!r}: unknown; fix: use one of {', '.join(WORD_ORDERS)}")
     if not 0.0 <= cfg.entity_reuse <= 1.0:
         raise ConfigError(f"--entity_reuse {cfg.entity_reuse}: not a probability; fix: give a value in 0..1")
     for name, least in (("document_length", 1), ("source_sentences", 2), ("target_sentences", 2), ("parallel_pairs", 1),
