@@ -73,7 +73,7 @@ class TrainConfig:
     global_batch_size: int = _f(32, "sequences per optimizer step, over all ranks")
     micro_batch_size: Optional[int] = _f(None, "sequences per rank per forward (default: no accumulation)")
     lr: float = _f(7e-4, "peak learning rate")
-    warmup_steps: Optional[int] = _f(None, "linear warm-up steps (default 6%% of --max_steps)")
+    warmup_steps: Optional[int] = _f(None, "linear warm-up steps (none: 6% of --max_steps)")
     weight_decay: float = _f(0.01, "decoupled (AdamW) weight decay")
     adam_beta1: float = _f(0.9, "Adam beta1")
     adam_beta2: float = _f(0.98, "Adam beta2")
@@ -168,34 +168,54 @@ def _base_type(tp):
     return tp
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser, cls, title: str) -> None:
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with defaults shown and a bad flag as one line (what, and the fix), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message}; fix: see `{self.prog} --help`\n")
+
+
+def _shown(default) -> str:
+    if isinstance(default, list):
+        return " ".join(map(str, default)) if default else "none"
+    return "none" if default is None else str(default)
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls, title: str, hidden: tuple = ()) -> None:
+    """One flag per field: its help, its default shown, its choices; ``aliases`` metadata adds old or
+    alternative spellings; lists take ``item_type`` items."""
     group = parser.add_argument_group(title)
     hints = get_type_hints(cls)
     for f in fields(cls):
+        if f.name in hidden:
+            continue  # a field this command does not read: no flag (the dataclass default stays)
         tp = _base_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        kw: dict[str, Any] = {"help": f.metadata.get("help", ""), "default": argparse.SUPPRESS}
+        names = [f"--{f.name}", *f.metadata.get("aliases", ())]
+        help_text = f.metadata.get("help", "").replace("%", "%%")
+        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": f.name}
         if "choices" in f.metadata:
             kw["choices"] = f.metadata["choices"]
         if tp is bool:
             # Both spellings for every switch, so a config (the pipeline's YAML) can say false explicitly.
-            group.add_argument(f"--{f.name}", action="store_true", **kw)
+            group.add_argument(*names, action="store_true", help=f"{help_text} (default: {'on' if default else 'off'})",
+                               **kw)
             group.add_argument(f"--no_{f.name}", dest=f.name, action="store_false", default=argparse.SUPPRESS,
-                               help=f"turn --{f.name} off" + (" (the default)" if not default else ""))
+                               help=f"turn --{f.name} off")
             continue
         if tp is list:
             kw["nargs"] = f.metadata.get("nargs", "+")
-            tp = str
-        group.add_argument(f"--{f.name}", type=tp, **kw)
+            tp = f.metadata.get("item_type", str)
+        group.add_argument(*names, type=tp, help=f"{help_text} (default: {_shown(default)})", **kw)
 
 
-def build_parser(prog: str, description: str, sections=SECTIONS) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+def build_parser(prog: str, description: str, sections=SECTIONS, hidden: tuple = ()) -> argparse.ArgumentParser:
+    parser = ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config", help="JSON or YAML file with any of the flags below (flags win)")
     # The deepspeed launcher appends --local_rank; the environment carries the same value.
     parser.add_argument("--local_rank", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     for title, cls in sections.items():
-        add_dataclass_args(parser, cls, title)
+        add_dataclass_args(parser, cls, title, hidden)
     return parser
 
 

@@ -189,3 +189,12 @@ def text_unigram_entropy(blocks, tokenizer) -> float:
     counts[torch.tensor(tokenizer.all_special_ids)] = 0
     p = counts[counts > 0] / counts.sum()
     return float(-(p * p.log()).sum())
+
+
+def expected_predicted_tokens(blocks, tokenizer, probability: float, sample: int = 4096) -> float:
+    """Masked positions per block on average: ``probability`` times the non-special, non-padding tokens
+    (the masker never picks the others), measured on up to ``sample`` blocks. What the FLOP formulas
+    need as the heads' token count, where batch x length x probability would count <s>, </s> and padding."""
+    ids = blocks[:min(sample, len(blocks))]["input_ids"]
+    special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
+    return probability * float((~torch.isin(ids, special)).sum()) / len(ids)

@@ -2,91 +2,112 @@
 
 Every stage is a real launcher run on ``--nproc`` ranks through the ``deepspeed`` launcher:
 
-1. generate a source and a target language (mmadapt/synthetic.py) and train both tokenizers;
+1. generate a source and a target language (mmadapt/synthetic.py: same grammar and meanings, disjoint
+   words; a dev and a test split of the target task and pairs) and train both tokenizers;
 2. MiniJoint pretraining on the source (primary head + mini head after layer k);
-3. fine-tune the primary model on the source task, embeddings frozen, once per ``--finetune_seeds``;
-4. step 2 through the full model and through the mini-model with the *same FLOP budget* (the mini
-   path takes proportionally more steps), evaluating the primary model with the current embeddings at
-   the same FLOP marks: target MLM loss, retrieval on parallel pairs, zero-shot task accuracy (mean
-   over the fine-tuned models);
-5. the report: ``report.md``, ``report.json`` and PNG plots in ``--output``.
+3. MiniPost (step 1b) from that same primary model: its embeddings and layers 1..k frozen, new layers
+   and a new head trained on the source; its FLOPs are a one-time cost, reported apart;
+4. fine-tune the primary model on the source task, embeddings frozen, once per ``--finetune_seeds``;
+5. step 2 through the full model (standard), the MiniJoint and the MiniPost mini-model with the *same
+   FLOP budget* (a cheaper path takes proportionally more steps), evaluating the primary model with the
+   current embeddings at the same FLOP marks: zero-shot task accuracy (mean over the fine-tuned models)
+   and retrieval on dev and on test, and the target MLM loss;
+6. the report: ``report.md``, ``report.json`` and PNG plots in ``--output_dir``. "Best" is always chosen
+   on dev and scored on test; the dictionary oracle (each target word given its translation's source
+   row) shows the ceiling that word order and the task leave to any step 2.
 
-The verdict is downstream accuracy against step-2 FLOPs; the target MLM loss, the very objective of
-the standard path, is shown as a diagnostic.
+``--instances N`` runs N instances (seeds ``--seed`` .. ``--seed + N - 1``, each in ``seed-S/``) and
+writes ``instances.md`` / ``instances.json``: every instance's verdict, the mean and the spread.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from .config import _f
 from .errors import ConfigError, exit_status
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_MARKER = ".mmadapt-demo"
-DEMO_ENTRIES = ("data", "tok-source", "tok-target", "pretrain", "logs", "cache", "report.md", "report.json",
-                "zero_shot_vs_flops.png", "retrieval_vs_flops.png", "mlm_loss_vs_flops.png")
+DEMO_ENTRIES = ("data", "tok-source", "tok-target", "pretrain", "minipost", "logs", "cache", "report.md",
+                "report.json", "instances.md", "instances.json", "analysis.json")
+PATHS = ("full", "mini", "minipost")  # step-2 stage names: step2-full, step2-mini, step2-minipost
 
 
 def demo_made(entry: str) -> bool:
-    """An entry of --output that the demo writes (and so may replace)."""
-    return entry in DEMO_ENTRIES or entry.startswith(("finetune-", "step2-"))
+    """An entry of --output_dir that the demo writes (and so may replace)."""
+    return entry in DEMO_ENTRIES or entry.startswith(("finetune-", "step2-", "seed-")) or entry.endswith(".png")
 
 
 @dataclass
 class DemoConfig:
-    output: str = "runs/demo"
-    seed: int = 0
-    nproc: int = 2
-    # Data parallel (ZeRO stage 0): a model of 250k parameters gains nothing from partitioning, and on
-    # CPU ranks ZeRO-3's per-layer gathers make each step about 2.5x slower (--deepspeed_config
-    # ds_configs/zero3_cpu.json runs the same demo under ZeRO-3).
-    deepspeed_config: str = os.path.join(REPO, "ds_configs", "dp_cpu.json")
-    # data
-    lexicon_size: int = 40
-    source_sentences: int = 40000
-    target_sentences: int = 40000
-    parallel_pairs: int = 500
-    task_train: int = 2400
-    task_test: int = 900
-    task_mode: str = "one_clause"  # see mmadapt/synthetic.py: Sampler.one_clause_pair
-    premise_negated: float = 0.0  # affirmative premises: see SyntheticConfig.premise_negated
-    vocab_size: int = 300
-    # Whole-word vocabularies (tokenizer.whole_word_vocab) by default: the two languages' words correspond
-    # one to one, and sentencepiece would split them differently on each side. --subword_tokens: unigram.
-    subword_tokens: bool = False
+    output_dir: str = _f("runs/demo", "where everything goes (a directory the demo made, or a new one)",
+                         aliases=("--output",))
+    seed: int = _f(0, "seed of the (first) instance: data, initialisation, order")
+    instances: int = _f(1, "instances to run, seeds --seed, --seed + 1, ...; >1 adds instances.md")
+    nproc: int = _f(2, "ranks per stage (the deepspeed launcher's --num_gpus; CPU ranks without GPUs)")
+    # Data parallel (ZeRO stage 0): a small model gains nothing from partitioning, and on CPU ranks
+    # ZeRO-3's per-layer gathers make each step about 2.5x slower (ds_configs/zero3_cpu.json runs the same).
+    deepspeed_config: str = _f("ds_configs/dp_cpu.json", "DeepSpeed JSON of every stage (a shipped one by name "
+                               "from anywhere, or a path)")
+    # data (mmadapt/synthetic.py)
+    lexicon_size: int = _f(120, "content lemmas of the generated languages (40..5000)")
+    word_order: str = _f("source", "target word order: source (the source's orders, only the words "
+                         "differ), svo or sov (see mmadapt/synthetic.py)", choices=("source", "svo", "sov"))
+    document_length: int = _f(4, "sentences per document; nouns recur within one (1: independent sentences)")
+    entity_reuse: float = _f(0.5, "chance that a noun is one its document already mentioned")
+    source_sentences: int = _f(40000, "source sentences (95% train)")
+    target_sentences: int = _f(40000, "target sentences (95% train)")
+    parallel_pairs: int = _f(500, "test translation pairs (retrieval)")
+    parallel_dev: int = _f(300, "dev translation pairs")
+    task_train: int = _f(8000, "source task training examples")
+    task_dev: int = _f(600, "target task dev examples: every 'best' is chosen on these")
+    task_test: int = _f(900, "source and target task test examples: every verdict figure")
+    task_mode: str = _f("one_clause", "how task pairs are made (mmadapt/synthetic.py)",
+                        choices=("one_clause", "first_clause", "controlled"))
+    premise_negated: float = _f(0.5, "one_clause: share of negated premises (0.5: the label needs the "
+                                "polarities of both sentences compared)")
+    vocab_size: int = _f(0, "tokenizer size (0: every word form of the text, whole)")
     # model and pretraining
-    hidden_size: int = 64
-    num_layers: int = 4
-    mini_layers: int = 1
-    init_range: float = 0.02  # std of the initial weights
-    sinusoidal_positions: float = 0.1  # position rows start as sinusoids (see ModelConfig): no plateau
-    seq_len: int = 64
-    pretrain_steps: int = 1200
-    pretrain_lr: float = 2e-3
-    pretrain_mlm_probability: float = 0.15  # share of tokens predicted in pretraining (step 2 keeps 0.15)
-    batch: int = 32
-    # fine-tuning
-    finetune_seeds: list = field(default_factory=lambda: [0, 1, 2])
-    finetune_epochs: float = 6.0
-    finetune_lr: float = 3e-4
-    finetune_pooling: str = "mean"  # see tasks.PairClassifier
-    task_seq_len: int = 32  # a one-clause premise and hypothesis fit in 24 tokens
+    hidden_size: int = _f(64, "hidden size (heads of 32 dimensions, FFN 4x)")
+    num_layers: int = _f(4, "primary model depth L")
+    mini_layers: int = _f(1, "mini-model depth k (MiniJoint head after layer k; MiniPost extracts k)")
+    init_range: float = _f(0.1, "std of the initial weights")
+    sinusoidal_positions: float = _f(0.2, "position rows start as sinusoids of this amplitude (see ModelConfig)")
+    seq_len: int = _f(64, "tokens per pretraining and step-2 block")
+    batch: int = _f(32, "global batch (blocks or task examples)")
+    pretrain_steps: int = _f(1200, "MiniJoint pretraining steps")
+    pretrain_lr: float = _f(3e-3, "MiniJoint pretraining learning rate")
+    # MiniPost (step 1b)
+    minipost: bool = _f(True, "also build a MiniPost mini-model and run step 2 through it")
+    minipost_new_layers: int = _f(1, "new layers on top of the k extracted ones")
+    minipost_steps: int = _f(400, "MiniPost training steps")
+    minipost_lr: float = _f(3e-3, "MiniPost learning rate")
+    # fine-tuning (step 3)
+    finetune_seeds: list = _f([0, 1, 2], "one fine-tuned task model per seed; zero-shot figures are their mean",
+                              item_type=int)
+    finetune_epochs: float = _f(8.0, "passes over the task training examples")
+    finetune_lr: float = _f(1e-3, "fine-tuning learning rate")
+    finetune_pooling: str = _f("mean", "task head input (see tasks.PairClassifier)", choices=("mean", "cls"))
+    task_seq_len: int = _f(32, "tokens per task example (a one-clause pair fits in 24)")
     # step 2
-    full_steps: int = 300
-    step2_lr: float = 5e-3
-    eval_marks: int = 4
-    reuse: bool = False  # keep stages already complete in --output (their summary.json exists)
+    full_steps: int = _f(400, "step-2 budget: the standard path's steps; the others get the same FLOPs")
+    eval_marks: int = _f(10, "evaluations per path after step 0, at the same FLOP marks")
+    full_lr: float = _f(1e-2, "step-2 learning rate of the standard path (chosen on dev)")
+    mini_lr: float = _f(2e-3, "step-2 learning rate of the mini-model paths (chosen on dev)")
+    reuse: bool = _f(False, "keep stages already complete in --output_dir (their summary.json exists)")
 
 
 class Demo:
-    def __init__(self, cfg: DemoConfig):
+    """One instance: every stage of one seed, in ``out``."""
+
+    def __init__(self, cfg: DemoConfig, out: str | None = None):
         self.cfg = cfg
-        self.out = os.path.abspath(cfg.output)
+        self.out = os.path.abspath(out or cfg.output_dir)
         self.timings: dict = {}
 
     def prepare_output(self) -> None:
@@ -94,7 +115,7 @@ class Demo:
         refused, and a rerun (without --reuse) replaces only the demo's own entries."""
         from .outdir import claim_run_dir, remove_own_entries
 
-        claim_run_dir(self.out, DEMO_MARKER)
+        claim_run_dir(self.out, DEMO_MARKER, "--output_dir")
         if not self.cfg.reuse:
             remove_own_entries(self.out, [e for e in os.listdir(self.out) if demo_made(e)])
         os.makedirs(self.path("logs"), exist_ok=True)
@@ -112,17 +133,19 @@ class Demo:
 
     def data(self) -> None:
         from .synthetic import SyntheticConfig, generate
-        from .tokenizer import train_tokenizer
+        from .tokenizer import train_tokenizer, whole_word_vocab_size
 
         c = self.cfg
-        generate(SyntheticConfig(seed=c.seed, lexicon_size=c.lexicon_size, source_sentences=c.source_sentences,
-                                 target_sentences=c.target_sentences, parallel_pairs=c.parallel_pairs,
-                                 task_train=c.task_train, task_test=c.task_test, task_mode=c.task_mode,
-                                 premise_negated=c.premise_negated),
-                 self.path("data"))
+        generate(SyntheticConfig(
+            seed=c.seed, lexicon_size=c.lexicon_size, word_order=c.word_order, source_sentences=c.source_sentences,
+            target_sentences=c.target_sentences, parallel_pairs=c.parallel_pairs, parallel_dev=c.parallel_dev,
+            task_train=c.task_train, task_test=c.task_test, task_dev=c.task_dev, task_mode=c.task_mode,
+            premise_negated=c.premise_negated, document_length=c.document_length, entity_reuse=c.entity_reuse),
+            self.path("data"))
         for side in ("source", "target"):
-            train_tokenizer([self.path("data", f"{side}.train.txt")], c.vocab_size, self.path(f"tok-{side}"),
-                            seed=c.seed, whole_words=not c.subword_tokens)
+            text = [self.path("data", f"{side}.train.txt")]
+            size = c.vocab_size or whole_word_vocab_size(text)
+            train_tokenizer(text, size, self.path(f"tok-{side}"), seed=c.seed, whole_words=True)
 
     def common(self) -> list:
         return ["--deepspeed_config", self.cfg.deepspeed_config, "--max_seq_length", self.cfg.seq_len,
@@ -134,116 +157,169 @@ class Demo:
             "--model", "tiny", "--hidden_size", c.hidden_size, "--num_layers", c.num_layers,
             "--num_heads", max(1, c.hidden_size // 32), "--intermediate_size", 4 * c.hidden_size,
             "--mini_layers", c.mini_layers, "--initializer_range", c.init_range,
-            "--sinusoidal_positions", c.sinusoidal_positions,
-            "--hidden_dropout", 0.0, "--attention_dropout", 0.0,
+            "--sinusoidal_positions", c.sinusoidal_positions, "--hidden_dropout", 0.0, "--attention_dropout", 0.0,
             "--train_files", self.path("data", "source.train.txt"), "--tokenizer", self.path("tok-source"),
             "--output_dir", self.path("pretrain"), "--cache_dir", self.path("cache"),
             "--max_steps", c.pretrain_steps, "--lr", c.pretrain_lr,
-            "--mlm_probability", c.pretrain_mlm_probability,
             "--warmup_steps", max(1, c.pretrain_steps // 20), "--log_every", 50])
 
+    def minipost(self) -> None:
+        c = self.cfg
+        self.launch("minipost", "minipost.py", self.common() + [
+            "--model", self.path("pretrain", "hf"), "--extract_layers", c.mini_layers,
+            "--new_layers", c.minipost_new_layers, "--train_files", self.path("data", "source.train.txt"),
+            "--output_dir", self.path("minipost"), "--cache_dir", self.path("cache"),
+            "--max_steps", c.minipost_steps, "--lr", c.minipost_lr,
+            "--warmup_steps", max(1, c.minipost_steps // 20), "--log_every", 50])
+
     def finetune(self) -> list:
+        c = self.cfg
         dirs = []
-        for seed in self.cfg.finetune_seeds:
+        for seed in c.finetune_seeds:
             out = self.path(f"finetune-{seed}")
-            args = self.common() + ["--task", "xnli", "--model", self.path("pretrain", "hf"),
-                                    "--train_file", self.path("data", "task.source.train.jsonl"),
-                                    "--eval_file", self.path("data", "task.source.test.jsonl"),
-                                    "--epochs", self.cfg.finetune_epochs, "--lr", self.cfg.finetune_lr,
-                                    "--warmup_steps", 10, "--output_dir", out, "--log_every", 20,
-                                    "--pooling", self.cfg.finetune_pooling, "--dropout", 0.0]
-            args[args.index("--seed") + 1] = seed
-            args[args.index("--max_seq_length") + 1] = self.cfg.task_seq_len
-            self.launch(f"finetune-{seed}", "finetune.py", args)
+            self.launch(f"finetune-{seed}", "finetune.py", [
+                "--deepspeed_config", c.deepspeed_config, "--max_seq_length", c.task_seq_len,
+                "--global_batch_size", c.batch, "--seed", seed, "--task", "xnli",
+                "--model", self.path("pretrain", "hf"), "--train_files", self.path("data", "task.source.train.jsonl"),
+                "--eval_files", self.path("data", "task.source.test.jsonl"), "--epochs", c.finetune_epochs,
+                "--lr", c.finetune_lr, "--warmup_steps", 20, "--output_dir", out, "--log_every", 50,
+                "--pooling", c.finetune_pooling, "--dropout", 0.0])
             dirs.append(out)
         return dirs
 
-    def step2_steps(self) -> dict:
-        """Steps per path for the same FLOP budget, from the analytic per-step FLOPs."""
+    def paths(self) -> tuple:
+        return PATHS if self.cfg.minipost else PATHS[:2]
+
+    def step2_plan(self) -> dict:
+        """Per path: (steps, steps between evaluations, FLOPs per step) for the same FLOP budget, marks at
+        the same FLOPs (each to half a step of that path), from the analytic per-step FLOPs."""
         from .flops import adapt_step_flops
         from .hf_io import pretrained_model_config
         from .tokenizer import load_tokenizer
 
+        c = self.cfg
         cfg = pretrained_model_config(self.path("pretrain", "hf"))
         cfg = dataclasses.replace(cfg, vocab_size=len(load_tokenizer(self.path("tok-target"))))
-        tokens_predicted = self.cfg.batch * self.cfg.seq_len * 0.15
-        per_step = {p: adapt_step_flops(cfg, self.cfg.seq_len, self.cfg.batch, tokens_predicted, p).total
-                    for p in ("full", "mini")}
-        ratio = per_step["full"] / per_step["mini"]
-        # The same budget (to half a mini step per mark) and evaluations at the same FLOP marks: the full
-        # path evaluates every `every` steps, the mini path every `every * ratio` (rounded) steps.
-        every = max(1, self.cfg.full_steps // self.cfg.eval_marks)
-        mini_every = max(1, round(every * ratio))
-        marks = self.cfg.eval_marks
-        return {"full": (every * marks, every), "mini": (mini_every * marks, mini_every), "ratio": ratio}
+        predicted = c.batch * c.seq_len * 0.15
+        per_step = {"full": adapt_step_flops(cfg, c.seq_len, c.batch, predicted, "full").total,
+                    "mini": adapt_step_flops(cfg, c.seq_len, c.batch, predicted, "mini").total,
+                    "minipost": adapt_step_flops(cfg, c.seq_len, c.batch, predicted, "mini",
+                                                 depth=c.mini_layers + c.minipost_new_layers).total}
+        every = c.full_steps // c.eval_marks
+        plan = {}
+        for path in self.paths():
+            path_every = max(1, round(every * per_step["full"] / per_step[path]))
+            plan[path] = (path_every * c.eval_marks, path_every, per_step[path])
+        return plan
 
-    def adapt(self, task_dirs: list, steps: dict) -> None:
-        for through in ("full", "mini"):
-            n, every = steps[through]
-            self.launch(f"step2-{through}", "adapt.py", self.common() + [
+    def adapt(self, task_dirs: list, plan: dict) -> None:
+        c = self.cfg
+        for path in self.paths():
+            steps, every, _ = plan[path]
+            through = "full" if path == "full" else "mini"
+            extra = ["--mini_model", self.path("minipost")] if path == "minipost" else []
+            self.launch(f"step2-{path}", "adapt.py", self.common() + extra + [
                 "--model", self.path("pretrain", "hf"), "--through", through,
                 "--tokenizer", self.path("tok-target"), "--train_files", self.path("data", "target.train.txt"),
                 "--eval_files", self.path("data", "target.test.txt"), "--eval_blocks", 32,
                 "--parallel_file", self.path("data", "parallel.tsv"),
+                "--parallel_dev_file", self.path("data", "parallel.dev.tsv"),
                 "--task_models", *task_dirs, "--task_eval_file", self.path("data", "task.target.test.jsonl"),
-                "--select_by", "retrieval_top1", "--max_steps", n, "--eval_every", every,
-                "--lr", self.cfg.step2_lr, "--warmup_steps", max(1, n // 20), "--weight_decay", 0.0,
-                "--output_dir", self.path(f"step2-{through}"), "--cache_dir", self.path("cache"),
-                "--log_every", max(1, every // 2)])
+                "--task_dev_file", self.path("data", "task.target.dev.jsonl"),
+                "--select_by", "zero_shot_accuracy", "--max_steps", steps, "--eval_every", every,
+                "--lr", c.full_lr if path == "full" else c.mini_lr, "--warmup_steps", max(1, steps // 20),
+                "--weight_decay", 0.0, "--output_dir", self.path(f"step2-{path}"), "--cache_dir", self.path("cache"),
+                "--log_every", every])
 
     def run(self) -> dict:
+        from .analysis import analyse
         from .report import write_demo_report
 
         self.prepare_output()
         t0 = time.perf_counter()
-        print(f"mmadapt demo -> {self.out}", flush=True)
+        print(f"mmadapt demo (seed {self.cfg.seed}) -> {self.out}", flush=True)
         if not (self.cfg.reuse and os.path.isfile(self.path("tok-target", "tokenizer.json"))):
             self.data()
         self.timings["data"] = time.perf_counter() - t0
         self.pretrain()
+        if self.cfg.minipost:
+            self.minipost()
         task_dirs = self.finetune()
-        steps = self.step2_steps()
-        print(f"step 2 budget: full {steps['full'][0]} steps, mini {steps['mini'][0]} steps "
-              f"(a mini step costs {steps['ratio']:.2f}x less)", flush=True)
-        self.adapt(task_dirs, steps)
+        plan = self.step2_plan()
+        print("step 2 budget: " + ", ".join(f"{p} {plan[p][0]} steps" for p in self.paths()), flush=True)
+        self.adapt(task_dirs, plan)
+        t1 = time.perf_counter()
+        analysis = analyse(self.out, task_dirs, self.paths())
+        self.timings["analysis"] = time.perf_counter() - t1
         self.timings["total"] = time.perf_counter() - t0
-        return write_demo_report(self.out, dataclasses.asdict(self.cfg), self.timings, task_dirs)
+        return write_demo_report(self.out, dataclasses.asdict(self.cfg), self.timings, task_dirs, self.paths(),
+                                 analysis)
 
 
 def check(cfg: DemoConfig) -> None:
     """Flags that would otherwise fail only after minutes of earlier stages (or with a traceback)."""
-    from .tasks import POOLINGS
+    from .outdir import check_claimable
 
     if cfg.mini_layers < 1 or cfg.mini_layers >= cfg.num_layers:
         raise ConfigError(f"--mini_layers {cfg.mini_layers} is outside 1..{cfg.num_layers - 1}; fix: pick one")
     if cfg.eval_marks < 1 or cfg.full_steps < cfg.eval_marks:
         raise ConfigError(f"--eval_marks {cfg.eval_marks} with --full_steps {cfg.full_steps}: need 1 <= "
                           "eval_marks <= full_steps; fix: raise --full_steps or lower --eval_marks")
-    if cfg.finetune_pooling not in POOLINGS:
-        raise ConfigError(f"--finetune_pooling {cfg.finetune_pooling!r}: not one of {', '.join(POOLINGS)}; "
-                          "fix: pick one")
     if not 0.0 <= cfg.premise_negated <= 1.0:
         raise ConfigError(f"--premise_negated {cfg.premise_negated}: not a probability; fix: give a value in 0..1")
-    from .outdir import check_claimable
+    if cfg.instances < 1:
+        raise ConfigError(f"--instances {cfg.instances}: must be >= 1; fix: give a positive count")
+    if not cfg.finetune_seeds:
+        raise ConfigError("--finetune_seeds is empty; fix: give at least one seed")
+    if cfg.minipost and cfg.minipost_new_layers < 1:
+        raise ConfigError(f"--minipost_new_layers {cfg.minipost_new_layers}: must be >= 1; fix: give one or "
+                          "more, or pass --no_minipost")
+    from .synthetic import SyntheticConfig, check_config
 
-    check_claimable(os.path.abspath(cfg.output), DEMO_MARKER)
+    check_config(SyntheticConfig(seed=cfg.seed, lexicon_size=cfg.lexicon_size, word_order=cfg.word_order,
+                                 task_mode=cfg.task_mode, premise_negated=cfg.premise_negated,
+                                 document_length=cfg.document_length, entity_reuse=cfg.entity_reuse,
+                                 source_sentences=cfg.source_sentences, target_sentences=cfg.target_sentences,
+                                 parallel_pairs=cfg.parallel_pairs, parallel_dev=cfg.parallel_dev,
+                                 task_train=cfg.task_train, task_dev=cfg.task_dev, task_test=cfg.task_test))
+    check_claimable(os.path.abspath(cfg.output_dir), DEMO_MARKER, "--output_dir")
+
+
+def run(cfg: DemoConfig) -> dict:
+    """One instance in --output_dir, or several in its seed-S/ directories plus the instances report."""
+    if cfg.instances == 1:
+        return Demo(cfg).run()
+    from .outdir import claim_run_dir
+    from .report import write_instances_report
+
+    out = os.path.abspath(cfg.output_dir)
+    claim_run_dir(out, DEMO_MARKER, "--output_dir")
+    reports = []
+    for seed in range(cfg.seed, cfg.seed + cfg.instances):
+        one = dataclasses.replace(cfg, seed=seed, instances=1)
+        reports.append(Demo(one, os.path.join(out, f"seed-{seed}")).run())
+        print(reports[-1]["summary_text"], flush=True)
+    return write_instances_report(out, dataclasses.asdict(cfg), reports)
+
+
+def parser():
+    from .config import ArgumentParser, add_dataclass_args
+
+    p = ArgumentParser(prog="mmadapt demo", description=__doc__.split("\n\n")[0],
+                                epilog="Every stage is also a launcher of its own; see README.md.")
+    add_dataclass_args(p, DemoConfig, "demo")
+    return p
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="mmadapt demo", description=__doc__.split("\n\n")[0])
-    for f in dataclasses.fields(DemoConfig):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        if isinstance(default, bool):
-            parser.add_argument(f"--{f.name}", action="store_true")
-        elif isinstance(default, list):
-            parser.add_argument(f"--{f.name}", type=int, nargs="+", default=default)
-        else:
-            parser.add_argument(f"--{f.name}", type=type(default), default=default)
-    cfg = DemoConfig(**vars(parser.parse_args(argv)))
+    try:
+        cfg = DemoConfig(**vars(parser().parse_args(argv)))
+    except SystemExit as exc:  # --help, or a bad flag already said in one line
+        return exc.code
 
     def job() -> None:
         check(cfg)
-        print(Demo(cfg).run()["summary_text"], flush=True)
+        print(run(cfg)["summary_text"], flush=True)
 
     return exit_status(job)
 

@@ -18,13 +18,21 @@ from .errors import ConfigError
 KNOWN_OPTIMIZERS = {"adam", "adamw", "fusedadam", "cpuadam"}
 
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The shipped configs live in the package (a checkout's ds_configs/ links here), so an installed mmadapt
+# has them too.
+SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ds_configs")
+
+
+def shipped_config(name: str) -> str:
+    return os.path.join(SHIPPED, name)
 
 
 def load_ds_json(path: str) -> dict:
-    # The shipped configs are found from any working directory (ds_configs/... relative to the repo).
-    if not os.path.isfile(path) and not os.path.isabs(path) and os.path.isfile(os.path.join(REPO, path)):
-        path = os.path.join(REPO, path)
+    # "ds_configs/x.json" (or "x.json") names a shipped config from any working directory.
+    if not os.path.isfile(path) and not os.path.isabs(path):
+        shipped = shipped_config(os.path.basename(path))
+        if os.path.isfile(shipped):
+            path = shipped
     if not os.path.isfile(path):
         raise ConfigError(f"--deepspeed_config {path}: not found; fix: use one of ds_configs/*.json")
     with open(path, encoding="utf-8") as fh:

@@ -1,10 +1,12 @@
 """Downstream figures of the primary model with a candidate set of target embeddings plugged in.
 
-Step 2 calls these at every evaluation (see stages/adapt.py): they are the verdict on the method,
-where the target MLM loss is only a diagnostic.
+Step 2 calls ``PrimaryEvaluator`` at every evaluation (see stages/adapt.py): retrieval and zero-shot
+scores are the verdict on the method, where the target MLM loss is only a diagnostic.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 
@@ -109,7 +111,7 @@ class ZeroShot:
                  distributed: bool = False):
         import torch.distributed as dist
 
-        from .stages.finetune import load_finetuned
+        from .artifacts import load_finetuned
         from .tasks import load_examples
 
         self.device = torch.device(device or "cpu")
@@ -149,4 +151,98 @@ class ZeroShot:
             scores = [x / total for x in sums]
             out[f"{prefix}zero_shot_{key}"] = sum(scores) / len(scores)
             out[f"{prefix}zero_shot_{key}_per_model"] = scores
+        return out
+
+
+class PrimaryEvaluator:
+    """The primary model with the current embeddings plugged in: target MLM loss on held-out blocks,
+    retrieval on parallel pairs and zero-shot task scores (each optionally on a dev split too: figures
+    prefixed ``dev_``).
+
+    A collective: built and called on every rank. Under ZeRO-3 the evaluation model is partitioned like
+    the training engine (a DeepSpeed engine without optimizer), so no rank holds the whole primary model,
+    which a step 2 through the mini-model never loads otherwise; under other stages each rank holds a copy
+    on its device. Ranks share the held-out batches, the sentences to pool and the task examples. The
+    masking of the held-out blocks is fixed, so every evaluation sees the same positions. Zero-shot
+    scoring uses plain copies of the fine-tuned models on every rank's device.
+    """
+
+    def __init__(self, primary_cfg, primary_state: dict, target_tok, ds_config: dict, mlm_batches: list,
+                 source_tok=None, pair_files: dict | None = None, parallel_limit: int = 1000,
+                 task_models: list | None = None, task_files: dict | None = None):
+        import torch.distributed as dist
+
+        from . import engine as eng
+        from .packs import LANGUAGE_SPECIFIC
+
+        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        self.zero3 = eng.zero_stage(ds_config) == 3
+        self.device = eng.device()
+        self.retrieval = {}  # figure prefix -> Retrieval
+        body = {k: v for k, v in primary_state.items() if not k.startswith("mini_head.")}
+        if pair_files:
+            # The source side is pooled once, by the primary model with its own embeddings.
+            source = self._build(primary_cfg, body, ds_config)
+            self.retrieval = {p: Retrieval(source, source_tok, target_tok, f, parallel_limit, distributed=True)
+                              for p, f in pair_files.items()}
+            del source
+        self.model = self._build(dataclasses.replace(primary_cfg, vocab_size=len(target_tok)),
+                                 {k: v for k, v in body.items() if k not in LANGUAGE_SPECIFIC}, ds_config,
+                                 strict_prefixes=("roberta.encoder.",))
+        self.zero_shot = None
+        if task_models:
+            self.zero_shot = ZeroShot(task_models, task_files, target_tok, self.device, distributed=True)
+        self.batches = mlm_batches
+        self.forward_tokens = 0  # tokens through the primary model per evaluation (for its FLOPs)
+
+    def _build(self, model_cfg, state_dict: dict, ds_config: dict,
+               strict_prefixes: tuple = ("roberta.", "lm_head.")) -> torch.nn.Module:
+        from . import engine as eng
+        from .hf_io import load_into
+
+        cfg = dataclasses.replace(model_cfg, mini_head=False, mini_layers=None, hidden_dropout=0.0,
+                                  attention_dropout=0.0, activation_checkpointing=False)
+        model = eng.build_under_zero(lambda: MiniJointForMaskedLM(cfg), ds_config)
+        load_into(model, state_dict, strict_prefixes)
+        for p in model.parameters():
+            p.requires_grad = False
+        return eng.inference_module(model, ds_config).eval()
+
+    def _plug_in(self, embeddings: torch.Tensor, head_bias: torch.Tensor) -> None:
+        import deepspeed
+
+        params = [self.model.roberta.embeddings.word_embeddings.weight, self.model.lm_head.bias]
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=0, enabled=self.zero3), torch.no_grad():
+            for p, new in zip(params, (embeddings, head_bias)):
+                p.copy_(new.to(p.device, p.dtype))
+
+    @torch.no_grad()
+    def _eval_loss(self) -> float:
+        import torch.distributed as dist
+
+        # Every rank runs the same number of forwards (ZeRO-3 gathers are collective): a rank out of
+        # batches repeats the first one with weight 0.
+        rounds = -(-len(self.batches) // self.world)
+        sums = torch.zeros(2, dtype=torch.float64)
+        for i in range(rounds):
+            j = i * self.world + self.rank
+            inputs, labels = self.batches[j] if j < len(self.batches) else self.batches[0]
+            k = int(labels.ne(-100).sum()) if j < len(self.batches) else 0
+            loss = self.model(inputs.to(self.device), labels.to(self.device)).mlm_loss
+            sums += torch.tensor([loss.item() * k, k], dtype=torch.float64)
+        if self.world > 1:
+            sums = sums.to(self.device)
+            dist.all_reduce(sums)
+        return (sums[0] / sums[1].clamp(min=1)).item()
+
+    def __call__(self, embeddings: torch.Tensor, head_bias: torch.Tensor) -> dict:
+        """The same figures on every rank."""
+        self._plug_in(embeddings, head_bias)
+        out = {}
+        if self.batches:
+            out["eval_loss"] = self._eval_loss()
+        for prefix, retrieval in self.retrieval.items():
+            out.update({prefix + k: v for k, v in retrieval(self.model).items()})
+        if self.zero_shot is not None:
+            out.update(self.zero_shot(embeddings))
         return out

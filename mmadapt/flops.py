@@ -135,14 +135,16 @@ def pretrain_step_flops(cfg: ModelConfig, seq_len: int, sequences: float, predic
 
 
 def adapt_step_flops(cfg: ModelConfig, seq_len: int, sequences: float, predicted: float,
-                     through: str, fused_attention: bool = True) -> StepFlops:
+                     through: str, fused_attention: bool = True, depth: Optional[int] = None) -> StepFlops:
     """Step 2: only the token embeddings (and their tied projection) train, through the mini or full model.
 
-    "full" runs the primary model with its primary head only; "mini" runs ``MiniModel``.
+    "full" runs the primary model with its primary head only; "mini" runs ``MiniModel``, of depth k for
+    MiniJoint or ``depth`` (extracted + new layers) for a MiniPost mini-model.
     """
     if through not in ("mini", "full"):
         raise ValueError(f"through must be 'mini' or 'full', not {through!r}")
-    depth = cfg.mini_layers if through == "mini" else cfg.num_layers
+    if depth is None:
+        depth = cfg.mini_layers if through == "mini" else cfg.num_layers
     return step_flops(cfg, seq_len, sequences, predicted, depth, [depth], set(), True, False,
                       cfg.activation_checkpointing, fused_attention)
 
@@ -264,3 +266,13 @@ def measure_step_flops(loss_fn: Callable[[], "object"]) -> MeasuredFlops:
 def per_token(flops: StepFlops, sequences: float, seq_len: int) -> float:
     """Total FLOPs of a step divided by the tokens it reads (every position, masked or not)."""
     return flops.total / (sequences * seq_len)
+
+
+def measure_forward_flops(fn: Callable[[], "object"]) -> tuple["object", float]:
+    """(fn's result, the FLOPs torch executed for it): an evaluation's cost, counted as it runs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    register_cpu_attention_flops()
+    with FlopCounterMode(display=False) as counter:
+        result = fn()
+    return result, float(counter.get_total_flops())

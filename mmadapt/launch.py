@@ -1,14 +1,18 @@
-"""Running a stage's launcher as a child job (for `mmadapt pipeline` and `mmadapt demo`)."""
+"""Running a stage's launcher as a child job (for `mmadapt pipeline`, `mmadapt demo` and the benchmarks).
+
+Stages start as ``python -m deepspeed.launcher.runner --module mmadapt.launchers.<stage>``: the same
+interpreter, and the launcher found as a module, so this works from a checkout and from an installed
+package alike (no ``launchers/`` directory or ``deepspeed`` script needed on disk).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def free_port() -> int:
@@ -17,18 +21,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def launcher_command(script: str, args: list, nproc: int) -> list:
+    """``deepspeed --num_gpus nproc`` for launchers/<script> (minijoint.py, adapt.py, ...)."""
+    module = "mmadapt.launchers." + os.path.splitext(os.path.basename(script))[0]
+    return [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(nproc), "--master_port",
+            str(free_port()), "--module", module] + [str(a) for a in args]
+
+
 def run_launcher(script: str, args: list, nproc: int, log_path: str) -> float:
-    """``deepspeed --num_gpus nproc launchers/<script> args``; returns seconds taken.
+    """Run one stage; returns seconds taken.
 
     The launchers' stdout goes to ``log_path``; stderr (rank 0's progress bars and errors) to ours.
     Raises RuntimeError with the log's tail when the stage fails.
     """
-    cmd = [os.path.join(os.path.dirname(sys.executable), "deepspeed"), "--num_gpus", str(nproc),
-           "--master_port", str(free_port()), os.path.join(REPO, "launchers", script)] + [str(a) for a in args]
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=None, cwd=REPO,
+        proc = subprocess.run(launcher_command(script, args, nproc), stdout=log, stderr=None,
                               env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if proc.returncode != 0:
         with open(log_path) as fh:
@@ -38,9 +47,9 @@ def run_launcher(script: str, args: list, nproc: int, log_path: str) -> float:
 
 
 def run_stage(run_dir: str, name: str, script: str, args: list, nproc: int, reuse: bool = True):
-    """A stage writing ``run_dir/name``: kept if complete and ``reuse``, else run from scratch (its log in
-    ``run_dir/logs/name.log``). Returns the seconds it took, None when kept."""
-    import shutil
+    """A stage writing ``run_dir/name`` (a directory the caller claimed): kept if complete and ``reuse``,
+    else run from scratch (its log in ``run_dir/logs/name.log``). Returns the seconds it took, None when kept."""
+    from .artifacts import complete
 
     out = os.path.join(run_dir, name)
     if reuse and complete(out):
@@ -49,8 +58,3 @@ def run_stage(run_dir: str, name: str, script: str, args: list, nproc: int, reus
     shutil.rmtree(out, ignore_errors=True)
     print(f"\n== {name}", flush=True)
     return run_launcher(script, args, nproc, os.path.join(run_dir, "logs", f"{name}.log"))
-
-
-def complete(stage_dir: str) -> bool:
-    """A stage is complete once it wrote summary.json, its last file."""
-    return os.path.isfile(os.path.join(stage_dir, "summary.json"))

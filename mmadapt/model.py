@@ -167,6 +167,20 @@ class EncoderLayer(nn.Module):
         return self.output(self.intermediate(a), a)
 
 
+def run_layers(layers, x: torch.Tensor, attn_mask: Optional[torch.Tensor], checkpointing: bool,
+               collect: Optional[list] = None) -> torch.Tensor:
+    """Run ``layers`` in turn, each recomputed in backward when ``checkpointing`` (non-reentrant, only
+    while gradients are on); ``collect`` gets every layer's output. The one place a layer runs."""
+    for layer in layers:
+        if checkpointing and torch.is_grad_enabled():
+            x = checkpoint(layer, x, attn_mask, use_reentrant=False)
+        else:
+            x = layer(x, attn_mask)
+        if collect is not None:
+            collect.append(x)
+    return x
+
+
 class LayerStack(nn.Module):
     def __init__(self, layers: list):
         super().__init__()
@@ -192,13 +206,7 @@ class Encoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, checkpointing: bool = False) -> torch.Tensor:
         attn_mask = padding_mask(input_ids, self.embeddings.pad_token_id)
-        x = self.embeddings(input_ids)
-        for layer in self.encoder.layer:
-            if checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(layer, x, attn_mask, use_reentrant=False)
-            else:
-                x = layer(x, attn_mask)
-        return x
+        return run_layers(self.encoder.layer, self.embeddings(input_ids), attn_mask, checkpointing and self.training)
 
 
 class MLMHead(nn.Module):
@@ -243,10 +251,22 @@ def padding_mask(input_ids: torch.Tensor, pad_token_id: int) -> Optional[torch.T
 
 @dataclass
 class MLMOutput:
+    """A masked-LM step: ``loss`` is what trains (primary + weighted mini), ``mlm_loss`` the primary's."""
     loss: torch.Tensor
     mlm_loss: torch.Tensor
     mini_loss: Optional[torch.Tensor] = None
-    hidden_states: Optional[list] = None
+
+
+@dataclass
+class TaskOutput:
+    """A task step (classification or span extraction): its loss, which is also what is reported."""
+    loss: torch.Tensor
+
+    @property
+    def mlm_loss(self) -> torch.Tensor:  # the Trainer reports `mlm_loss`: for a task, its loss
+        return self.loss
+
+    mini_loss = None
 
 
 class MiniJointForMaskedLM(nn.Module):
@@ -264,14 +284,7 @@ class MiniJointForMaskedLM(nn.Module):
         return self.roberta.encoder.layer
 
     def run_layers(self, x, attn_mask, layers, collect: Optional[list] = None):
-        for layer in layers:
-            if self.config.activation_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(layer, x, attn_mask, use_reentrant=False)
-            else:
-                x = layer(x, attn_mask)
-            if collect is not None:
-                collect.append(x)
-        return x
+        return run_layers(layers, x, attn_mask, self.config.activation_checkpointing and self.training, collect)
 
     def encode(self, input_ids: torch.Tensor, output_hidden_states: bool = False):
         """Hidden states after the last layer (and, optionally, after the embeddings and each layer)."""
@@ -331,15 +344,9 @@ class MiniModel(nn.Module):
         attn_mask = padding_mask(input_ids, self.config.pad_token_id)
         layers = self.roberta.encoder.layer
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.frozen_bottom == 0):
-            x = self.roberta.embeddings(input_ids)
-            for layer in layers[:self.frozen_bottom]:
-                x = layer(x, attn_mask)
-        for layer in layers[self.frozen_bottom:]:
-            if self.config.activation_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(layer, x, attn_mask, use_reentrant=False)
-            else:
-                x = layer(x, attn_mask)
-        return x
+            x = run_layers(layers[:self.frozen_bottom], self.roberta.embeddings(input_ids), attn_mask, False)
+        return run_layers(layers[self.frozen_bottom:], x, attn_mask,
+                          self.config.activation_checkpointing and self.training)
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> MLMOutput:
         loss = masked_lm_loss(self.head, self.encode(input_ids), labels)

@@ -27,7 +27,8 @@ import json
 import os
 
 from .errors import ConfigError, exit_status
-from .launch import complete, run_launcher
+from .artifacts import complete
+from .launch import run_launcher
 
 REQUIRED = {"output_dir", "source", "task", "languages"}
 PIPELINE_MARKER = ".mmadapt-pipeline"
@@ -120,7 +121,7 @@ class Pipeline:
         mini = {}
         if src.get("minipost"):
             mini["minipost"] = self.stage("minipost", "minipost.py",
-                                          ["--from_pretrained", model] + _flags(src["minipost"]))
+                                          ["--model", model] + _flags(src["minipost"]))
         return model, mini
 
     def tokenizer(self, lang: dict) -> str:
@@ -136,7 +137,7 @@ class Pipeline:
 
     def evaluate(self, finetuned: str, pack: str, eval_file: str) -> dict:
         from .stages.evaluate import evaluate_pack
-        from .stages.finetune import load_finetuned
+        from .artifacts import load_finetuned
         from .tasks import load_examples
 
         spec = load_finetuned(finetuned)[0]
@@ -149,8 +150,8 @@ class Pipeline:
         model, minis = self.source_model()
         task = self.cfg["task"]
         finetuned = self.stage("finetune", "finetune.py", [
-            "--task", task.get("name", "xnli"), "--model", model, "--train_file", task["train_file"],
-            *(["--eval_file", task["eval_file"]] if task.get("eval_file") else []), *_flags(task.get("args"))])
+            "--task", task.get("name", "xnli"), "--model", model, "--train_files", task["train_file"],
+            *(["--eval_files", task["eval_file"]] if task.get("eval_file") else []), *_flags(task.get("args"))])
         rows = []
         source_score = json.load(open(os.path.join(finetuned, "finetune.json"))).get("source_score")
         for lang in self.cfg["languages"]:

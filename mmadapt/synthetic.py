@@ -13,10 +13,13 @@ over one lexicon of made-up lemmas, so they share meaning and structure but no s
   resolvable), and subject relative clauses separate a subject from its agreeing verb. These long-range
   dependencies are what depth is needed for.
 * SOURCE is SVO, ``det adj noun [rel-clause]``, negation before the verb. TARGET is SOV by default
-  (``--word_order svo`` keeps SVO) with ``[rel-clause] noun adj det`` and negation after the verb, and
+  (``--word_order svo`` keeps SVO) with ``[rel-clause] noun adj det`` and negation after the verb;
+  ``--word_order source`` keeps every source order (a relexification: only the words differ). TARGET
   spells every stem and inflection suffix from a different alphabet. Each source form maps to one target
   form (``dictionary.tsv``), so a translation pair has the same words up to translation and order:
   transfer to TARGET can only come from the shared structure and meaning, not from the surface.
+* Corpora can come as documents (``--document_length``): within one, nouns recur (``--entity_reuse``),
+  so packed training blocks teach a model to match a word with its earlier mention, as real text does.
 
 The sentence-pair task (XNLI schema; 0 entailment, 1 neutral, 2 contradiction) is labelled from the
 meanings. A sentence asserts atomic facts: events (verb, subject, object, negated) and properties
@@ -614,7 +617,8 @@ def unigram_entropy(lines: list[str]) -> float:
     return -sum(c / total * math.log(c / total) for c in counts.values())
 
 
-def _check(cfg: SyntheticConfig, output_dir: str) -> None:
+def check_config(cfg: SyntheticConfig) -> None:
+    """Every field in range, or a one-line ConfigError naming the flag and the fix."""
     if not MIN_LEXICON <= cfg.lexicon_size <= MAX_LEXICON:
         raise ConfigError(f"--lexicon_size {cfg.lexicon_size}: outside {MIN_LEXICON}..{MAX_LEXICON}; "
                           f"fix: pick a size in that range (default 400)")
@@ -626,10 +630,16 @@ def _check(cfg: SyntheticConfig, output_dir: str) -> None:
         raise ConfigError(f"--word_order {cfg.word_order!r}: unknown; fix: use one of {', '.join(WORD_ORDERS)}")
     if not 0.0 <= cfg.entity_reuse <= 1.0:
         raise ConfigError(f"--entity_reuse {cfg.entity_reuse}: not a probability; fix: give a value in 0..1")
-    for name, least in (("document_length", 1), ("source_sentences", 2), ("target_sentences", 2), ("parallel_pairs", 1),
-                        ("parallel_dev", 1), ("task_train", 1), ("task_test", 1), ("task_dev", 1)):  # a corpus needs a train and a test line
+    # a corpus needs a train and a test line
+    for name, least in (("document_length", 1), ("source_sentences", 2), ("target_sentences", 2),
+                        ("parallel_pairs", 1), ("parallel_dev", 1), ("task_train", 1), ("task_test", 1),
+                        ("task_dev", 1)):
         if getattr(cfg, name) < least:
             raise ConfigError(f"--{name} {getattr(cfg, name)}: too small; fix: use at least {least}")
+
+
+def _check(cfg: SyntheticConfig, output_dir: str) -> None:
+    check_config(cfg)
     check_replaceable(output_dir, OUTPUT_FILES, "--output")
 
 

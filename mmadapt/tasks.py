@@ -21,7 +21,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .errors import ConfigError
-from .model import Encoder, Linear, MLMOutput
+from .model import Encoder, Linear, TaskOutput
 
 
 @dataclass(frozen=True)
@@ -80,9 +80,14 @@ def _label(spec: TaskSpec, value, where: str) -> int:
                       f"/ {list(spec.labels)}; fix: correct or drop the example")
 
 
-def load_examples(spec: TaskSpec, path: Optional[str] = None, dataset: Optional[str] = None,
+def load_examples(spec: TaskSpec, path=None, dataset: Optional[str] = None,
                   config: Optional[str] = None, split: str = "train") -> list:
-    """Checked examples: dicts with the spec's fields (labels as ints; QA answers as lists)."""
+    """Checked examples: dicts with the spec's fields (labels as ints; QA answers as lists). ``path``: a
+    file or a list of files (concatenated)."""
+    if isinstance(path, (list, tuple)) and not dataset:
+        if not path:
+            raise ConfigError(f"no data for {spec.name}; fix: pass a local file or --dataset_name")
+        return [x for one in path for x in load_examples(spec, one)]
     if dataset:
         import datasets
         rows = enumerate(datasets.load_dataset(dataset, config, split=split), 1)
@@ -147,9 +152,9 @@ class PairClassifier(nn.Module):
         x = torch.tanh(self.classifier.dense(self.dropout(x)))
         return self.classifier.out_proj(self.dropout(x))
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> MLMOutput:
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> TaskOutput:
         loss = F.cross_entropy(self.logits(input_ids).float(), labels)
-        return MLMOutput(loss=loss, mlm_loss=loss)
+        return TaskOutput(loss=loss)
 
 
 class SpanExtractor(nn.Module):
@@ -164,10 +169,10 @@ class SpanExtractor(nn.Module):
     def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.qa_outputs(self.roberta(input_ids, self.config.activation_checkpointing)).float()
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> MLMOutput:
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> TaskOutput:
         start, end = self.logits(input_ids).unbind(-1)
         loss = (F.cross_entropy(start, labels[:, 0]) + F.cross_entropy(end, labels[:, 1])) / 2
-        return MLMOutput(loss=loss, mlm_loss=loss)
+        return TaskOutput(loss=loss)
 
 
 def build_task_model(spec: TaskSpec, cfg: ModelConfig, pooling: str = "cls") -> nn.Module:

@@ -47,6 +47,18 @@ def whole_word_vocab(texts: Iterable[str], vocab_size: int) -> list:
     return pieces
 
 
+def whole_word_vocab_size(inputs: Iterable[str], text_field: str = "text") -> int:
+    """The size at which ``whole_word_vocab`` keeps every word of the text whole."""
+    from .data import iter_texts
+
+    words, chars = set(), set()
+    for text in iter_texts(list(inputs), text_field):
+        for word in text.split():
+            words.add(word)
+            chars.update(word)
+    return len(SPECIAL_LAYOUT) + 1 + 1 + len(chars) + len(words)  # specials, <mask>, "▁", characters
+
+
 def train_tokenizer(inputs: Iterable[str], vocab_size: int, output: str, text_field: str = "text",
                     max_sentences: int = 2_000_000, seed: int = 0, whole_words: bool = False) -> "object":
     """Train on ``inputs`` (.txt or .jsonl) and save to ``output``; returns the tokenizer.

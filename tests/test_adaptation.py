@@ -20,10 +20,10 @@ from mmadapt.config import ModelConfig, resolve_model
 from mmadapt.errors import ConfigError
 from mmadapt.hf_io import export_hf, load_pretrained_state_dict
 from mmadapt.model import MiniJointForMaskedLM
-from mmadapt.packs import load_pack, swap_language
+from mmadapt.artifacts import load_finetuned, load_pack
+from mmadapt.packs import swap_language
 from mmadapt.stages.adapt import AdaptConfig, initial_embeddings, load_step2_source
 from mmadapt.stages.evaluate import evaluate_pack
-from mmadapt.stages.finetune import load_finetuned
 from mmadapt.tasks import load_examples, task_spec
 from mmadapt.tokenizer import train_tokenizer
 
@@ -167,8 +167,8 @@ def test_partitioned_evaluation_matches_one_plain_process(world, packs, finetune
     """Step 2's evaluation ran partitioned over 2 ZeRO-3 ranks, each with a share of the held-out batches,
     sentences and task examples; its step-0 figures are one plain process's on the same embeddings."""
     from mmadapt.data import build_blocks
+    from mmadapt.evaluators import PrimaryEvaluator
     from mmadapt.masking import Masker
-    from mmadapt.stages.adapt import PrimaryEvaluator
     from mmadapt.tokenizer import load_tokenizer
 
     tgt = load_tokenizer(world["tgt_tok"])
@@ -178,7 +178,11 @@ def test_partitioned_evaluation_matches_one_plain_process(world, packs, finetune
     emb, bias, _ = initial_embeddings(src, tgt, "normal", None, seed=0)
     blocks = build_blocks(tgt, 32, [world["tgt"]], cache_dir=str(world["root"] / "cache"))
     blocks = blocks.select(range(min(cfg.eval_blocks, len(blocks))))
-    evaluator = PrimaryEvaluator(cfg, src, tgt, blocks, Masker(tgt, 0.15), {"zero_optimization": {"stage": 0}})
+    masker, g = Masker(tgt, 0.15), torch.Generator().manual_seed(1234)
+    batches = [masker(blocks[i:i + 16]["input_ids"], g) for i in range(0, len(blocks), 16)]
+    evaluator = PrimaryEvaluator(src.primary_cfg, src.primary_sd, tgt, {"zero_optimization": {"stage": 0}}, batches,
+                                 load_tokenizer(world["primary"]), {"": world["parallel"]}, cfg.parallel_limit,
+                                 [finetuned], {"": world["xnli_tgt_test"]})
     assert len(evaluator.batches) > 2  # more than one share per rank
     plain = evaluator(emb, bias)
     step0 = json.loads(open(os.path.join(packs[through], "eval.jsonl")).readline())
@@ -186,7 +190,7 @@ def test_partitioned_evaluation_matches_one_plain_process(world, packs, finetune
     assert step0["eval_loss"] == pytest.approx(plain["eval_loss"], rel=1e-5)
     assert step0["retrieval_top1"] == plain["retrieval_top1"]
     assert step0["zero_shot_accuracy"] == pytest.approx(plain["zero_shot_accuracy"], abs=1e-6)
-    assert len(evaluator.zero_shot.examples) == 30  # no process group here: all of them
+    assert len(evaluator.zero_shot.splits[""][0]) == 30  # no process group here: all of them
 
 
 def test_mini_step_costs_less_and_holds_fewer_parameters(packs):

@@ -45,16 +45,16 @@ def test_demo_refuses_a_directory_it_did_not_make(tmp_path, capsys, monkeypatch)
 
 def test_a_demo_rerun_replaces_only_the_demos_own_entries(tmp_path):
     out = tmp_path / "demo"
-    Demo(DemoConfig(output=str(out))).prepare_output()  # a first run claims the directory
+    Demo(DemoConfig(output_dir=str(out))).prepare_output()  # a first run claims the directory
     for entry in ("pretrain", "finetune-0", "step2-full", "data"):
         (out / entry).mkdir()
         (out / entry / "summary.json").write_text("{}")
     (out / "report.md").write_text("old report")
     (out / "my-notes.md").write_text("the user's, added later")
-    Demo(DemoConfig(output=str(out))).prepare_output()
+    Demo(DemoConfig(output_dir=str(out))).prepare_output()
     assert sorted(os.listdir(out)) == sorted([DEMO_MARKER, "logs", "my-notes.md"])
     (out / "pretrain").mkdir()
-    Demo(DemoConfig(output=str(out), reuse=True)).prepare_output()  # --reuse keeps complete stages
+    Demo(DemoConfig(output_dir=str(out), reuse=True)).prepare_output()  # --reuse keeps complete stages
     assert (out / "pretrain").is_dir()
 
 

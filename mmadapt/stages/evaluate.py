@@ -18,7 +18,7 @@ from typing import Optional
 
 from ..config import _f
 from ..errors import ConfigError
-from .common import stage_main
+from .runner import stage_main
 
 SOURCE = "source"
 
@@ -27,14 +27,15 @@ SOURCE = "source"
 class EvaluateConfig:
     task: Optional[str] = _f(None, "xnli, pawsx or mlqa (must match the fine-tuned model)")
     model: Optional[str] = _f(None, "a launchers/finetune.py --output_dir")
-    language_pack: list = _f([SOURCE], "step-2 output directories, or `source`", nargs="+")
+    language_packs: list = _f([SOURCE], "step-2 output directories, or `source`", nargs="+",
+                              aliases=("--language_pack",))
     eval_files: list = _f([], "task files in the target languages (one, or one per pack)", nargs="+")
     dataset_name: Optional[str] = _f(None, "hub dataset instead of files (xnli, paws-x, mlqa)")
     dataset_config: Optional[str] = _f(None, "its config, e.g. de")
     split: str = _f("test", "split to score")
     embeddings: str = _f("best", "which of a pack's embeddings: best (by its step-2 selection) or last",
                          choices=("best", "last"))
-    output_dir: Optional[str] = _f(None, "where results.json and results.md go (default: print only)")
+    output_dir: Optional[str] = _f(None, "where results.json and results.md go (none: print only)")
 
 
 SECTIONS = {"evaluate": EvaluateConfig}
@@ -42,10 +43,10 @@ SECTIONS = {"evaluate": EvaluateConfig}
 
 def evaluate_pack(model_dir: str, pack: str, examples: list, which: str = "best") -> dict:
     """Score one pack (or the source embeddings) on examples; the model is loaded fresh each time."""
-    from ..packs import check_pack_source, load_pack, swap_language
+    from ..artifacts import load_finetuned, load_pack
+    from ..packs import check_pack_source, swap_language
     from ..tasks import score
     from ..tokenizer import load_tokenizer
-    from .finetune import load_finetuned
 
     spec, model, tokenizer, meta = load_finetuned(model_dir)
     label = SOURCE
@@ -69,8 +70,8 @@ def markdown_table(rows: list) -> str:
 
 def run(sections: dict) -> list:
     from .. import engine as eng
+    from ..artifacts import load_finetuned
     from ..tasks import load_examples, task_spec
-    from .finetune import load_finetuned
 
     cfg = sections["evaluate"]
     if not cfg.model:
@@ -79,14 +80,14 @@ def run(sections: dict) -> list:
     if cfg.task and task_spec(cfg.task).name != spec.name:
         raise ConfigError(f"--task {cfg.task}: {cfg.model} was fine-tuned for {spec.name}; fix: match them")
     files = cfg.eval_files or [None]
-    if len(files) not in (1, len(cfg.language_pack)):
-        raise ConfigError(f"{len(files)} --eval_files for {len(cfg.language_pack)} --language_pack; fix: give "
+    if len(files) not in (1, len(cfg.language_packs)):
+        raise ConfigError(f"{len(files)} --eval_files for {len(cfg.language_packs)} --language_pack; fix: give "
                           "one file, or one per pack")
     datasets_ = [load_examples(spec, f, cfg.dataset_name, cfg.dataset_config, cfg.split) for f in files]
     rank, _ = eng.init_distributed()
     rows = []
     if rank == 0:  # scoring is cheap next to training: one rank does it, the others wait
-        for i, pack in enumerate(cfg.language_pack):
+        for i, pack in enumerate(cfg.language_packs):
             rows.append(evaluate_pack(cfg.model, pack, datasets_[i % len(datasets_)], cfg.embeddings))
         table = markdown_table(rows)
         print(table, flush=True)

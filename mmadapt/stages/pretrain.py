@@ -12,98 +12,125 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from ..config import SECTIONS, resolve_model, to_dict
+from ..config import SECTIONS, resolve_model
 from ..errors import ConfigError
-from .common import (check_output_dir, check_train_inputs, stage_main, world_from_env, write_run_config,
-                     write_summary)
+from .runner import Stage, check_train_inputs, fused_attention_runs, training_main
 
 
-def prepare(sections: dict):
-    """Validate everything; returns (model cfg, data cfg, train cfg, ds dict, tokenizer, pretrained)."""
-    from ..ds_config import resolve_ds_config
-    from ..hf_io import is_pretrained_ref, read_pretrained_arch
-    from ..tokenizer import load_tokenizer
+class MLMStage(Stage):
+    """What the MLM stages (pretraining, MiniPost, step 2) share: packed text blocks, masked batches."""
 
-    model_cfg, data_cfg, train = sections["model"], sections["data"], sections["train"]
-    check_train_inputs(data_cfg, train)
-    tokenizer = load_tokenizer(data_cfg.tokenizer)
-    pretrained = None
-    if is_pretrained_ref(model_cfg.model):
-        pretrained = read_pretrained_arch(model_cfg.model)
-        model_cfg = dataclasses.replace(model_cfg, **{
-            k: v for k, v in pretrained["extras"].items()
-            if k not in ("mini_layers", "mini_head") or getattr(model_cfg, k) is None})
-    model_cfg = resolve_model(model_cfg, tokenizer_vocab=len(tokenizer),
-                              pretrained=pretrained["arch"] if pretrained else None)
-    if data_cfg.max_seq_length + 2 > model_cfg.max_position_embeddings:
-        raise ConfigError(f"--max_seq_length {data_cfg.max_seq_length} needs {data_cfg.max_seq_length + 2} "
-                          f"positions, the model has {model_cfg.max_position_embeddings}; fix: lower "
-                          "--max_seq_length")
-    ds, train = resolve_ds_config(train.deepspeed_config, train, world_from_env())
-    return model_cfg, data_cfg, train, ds, tokenizer, pretrained
+    def load_mlm_data(self, rank: int, world: int, tokenizer) -> None:
+        from .. import engine as eng
+        from ..data import BatchPlan, build_blocks, expected_predicted_tokens
+
+        d, t = self.s["data"], self.train
+        self.blocks = build_blocks(tokenizer, d.max_seq_length, d.train_files, d.dataset_name, d.dataset_config,
+                                   d.text_field, d.cache_dir, is_main=rank == 0, barrier=eng.barrier)
+        self.plan = BatchPlan(len(self.blocks), t.global_batch_size, t.micro_batch_size, world, t.seed)
+        # Masked positions per step: the masker never picks special or padding tokens.
+        self.predicted = expected_predicted_tokens(self.blocks, tokenizer, d.mlm_probability) * t.global_batch_size
+
+    def batches(self, rank: int):
+        from ..masking import Masker
+        from ..trainer import mlm_batches
+
+        masker = Masker(self.batch_tokenizer(), self.s["data"].mlm_probability)
+        return mlm_batches(self.blocks, self.plan, masker, self.train.seed, rank)
+
+    def batch_tokenizer(self):
+        return self.tokenizer
+
+    def tokens_per_step(self) -> int:
+        return self.train.global_batch_size * self.s["data"].max_seq_length
 
 
-def run(sections: dict) -> dict:
-    from .. import engine as eng
-    from ..data import BatchPlan, build_blocks, text_unigram_entropy
-    from ..flops import pretrain_step_flops
-    from ..hf_io import export_hf, load_into, load_pretrained_state_dict
-    from ..masking import Masker
-    from ..model import MiniJointForMaskedLM
-    from ..trainer import Trainer, mlm_batches
+class Pretrain(MLMStage):
+    name = "minijoint"
+    sections = SECTIONS
+    hidden_flags = ()
 
-    model_cfg, data_cfg, train, ds, tokenizer, pretrained = prepare(sections)
-    resolved = to_dict({"model": model_cfg, "data": data_cfg, "train": train})
-    check_output_dir(train.output_dir, train.resume, resolved)
+    def prepare(self) -> None:
+        from ..hf_io import is_pretrained_ref, read_pretrained_arch
+        from ..tokenizer import load_tokenizer
 
-    rank, world = eng.init_distributed()
-    blocks = build_blocks(tokenizer, data_cfg.max_seq_length, data_cfg.train_files,
-                          data_cfg.dataset_name, data_cfg.dataset_config, data_cfg.text_field,
-                          data_cfg.cache_dir, is_main=rank == 0, barrier=eng.barrier)
-    plan = BatchPlan(len(blocks), train.global_batch_size, train.micro_batch_size, world, train.seed)
-    entropy = text_unigram_entropy(blocks, tokenizer)
-    if rank == 0:
-        write_run_config(train.output_dir, resolved, tokenizer)
-        print(f"data: {len(blocks)} blocks of {data_cfg.max_seq_length} tokens; unigram entropy "
-              f"{entropy:.3f} nats; {plan.steps_per_epoch} steps per epoch", flush=True)
-    eng.barrier()
+        model_cfg, data_cfg = self.s["model"], self.s["data"]
+        check_train_inputs(data_cfg, self.train)
+        self.tokenizer = load_tokenizer(data_cfg.tokenizer)
+        self.pretrained = None
+        if is_pretrained_ref(model_cfg.model):
+            from ..artifacts import model_dir
 
-    import torch
-    torch.manual_seed(train.seed)
-    model = eng.build_under_zero(lambda: MiniJointForMaskedLM(model_cfg), ds)
-    if pretrained is not None:
-        load_into(model, load_pretrained_state_dict(model_cfg.model))
-    local, full = eng.local_parameter_count(model)
-    engine, start, _ = eng.initialize_or_resume(model, ds, train.output_dir, train.resume)
+            model_cfg = dataclasses.replace(model_cfg, model=model_dir(model_cfg.model))
+            self.pretrained = read_pretrained_arch(model_cfg.model)
+            model_cfg = dataclasses.replace(model_cfg, **{
+                k: v for k, v in self.pretrained["extras"].items()
+                if k not in ("mini_layers", "mini_head") or getattr(model_cfg, k) is None})
+        model_cfg = resolve_model(model_cfg, tokenizer_vocab=len(self.tokenizer),
+                                  pretrained=self.pretrained["arch"] if self.pretrained else None)
+        if data_cfg.max_seq_length + 2 > model_cfg.max_position_embeddings:
+            raise ConfigError(f"--max_seq_length {data_cfg.max_seq_length} needs {data_cfg.max_seq_length + 2} "
+                              f"positions, the model has {model_cfg.max_position_embeddings}; fix: lower "
+                              "--max_seq_length")
+        self.s["model"] = model_cfg
+        self.resolve_ds()
 
-    predicted = train.global_batch_size * data_cfg.max_seq_length * data_cfg.mlm_probability
-    flops = pretrain_step_flops(model_cfg, data_cfg.max_seq_length, train.global_batch_size, predicted)
-    batches = mlm_batches(blocks, plan, Masker(tokenizer, data_cfg.mlm_probability), train.seed, rank)
-    trainer = Trainer(engine, train, batches, train.global_batch_size * data_cfg.max_seq_length, flops,
-                      train.output_dir, rank, world, start_step=start)
-    summary = trainer.run()
-    local_all = [None] * world
-    import torch.distributed as dist
-    dist.all_gather_object(local_all, local)
-    summary.update(parameters=full, parameters_per_rank=local_all, unigram_entropy=entropy,
-                   zero_stage=int(ds.get("zero_optimization", {}).get("stage", 0)))
+    def load_data(self, rank: int, world: int) -> None:
+        from ..data import text_unigram_entropy
 
-    if rank == 0:
-        ckpt = os.path.join(train.output_dir, "checkpoints")
-        if train.export_hf and summary["steps"] == train.max_steps:
-            sd = eng.consolidated_state_dict(ckpt, eng.latest_tag(ckpt))
-            export_hf(sd, model_cfg, os.path.join(train.output_dir, "hf"),
-                      os.path.join(train.output_dir, "tokenizer"))
-        write_summary(train.output_dir, summary)
-        print(f"done: step {summary['steps']}, loss {summary['final_loss']:.4f}"
-              + (f", mini loss {summary['final_mini_loss']:.4f}" if summary["final_mini_loss"] else "")
-              + f" (unigram entropy {entropy:.3f}); {summary['tokens_per_s']:.0f} tokens/s", flush=True)
-    eng.barrier()
-    return summary
+        self.load_mlm_data(rank, world, self.tokenizer)
+        self.entropy = text_unigram_entropy(self.blocks, self.tokenizer)
+
+    def describe_data(self) -> str:
+        return (f"data: {len(self.blocks)} blocks of {self.s['data'].max_seq_length} tokens; unigram entropy "
+                f"{self.entropy:.3f} nats; {self.plan.steps_per_epoch} steps per epoch")
+
+    def build(self):
+        from ..model import MiniJointForMaskedLM
+
+        return MiniJointForMaskedLM(self.s["model"])
+
+    def load(self, model) -> None:
+        from .. import engine as eng
+        from ..hf_io import load_into, load_pretrained_state_dict
+
+        if self.pretrained is not None:
+            load_into(model, load_pretrained_state_dict(self.s["model"].model))
+        self.parameters = eng.local_parameter_count(model)
+
+    def step_flops(self):
+        from ..flops import pretrain_step_flops
+
+        cfg = self.s["model"]
+        return pretrain_step_flops(cfg, self.s["data"].max_seq_length, self.train.global_batch_size, self.predicted,
+                                   fused_attention=fused_attention_runs(cfg))
+
+    def finish(self, engine, trainer, summary, rank, world) -> None:
+        import torch.distributed as dist
+
+        from .. import engine as eng
+        from ..artifacts import CHECKPOINTS, write_summary
+        from ..hf_io import export_hf
+
+        local, full = self.parameters
+        local_all = [None] * world
+        dist.all_gather_object(local_all, local)
+        summary.update(parameters=full, parameters_per_rank=local_all, unigram_entropy=self.entropy,
+                       zero_stage=eng.zero_stage(self.ds))
+        if rank == 0:
+            out = self.train.output_dir
+            ckpt = os.path.join(out, CHECKPOINTS)
+            if self.train.export_hf and summary["steps"] == self.train.max_steps:
+                sd = eng.consolidated_state_dict(ckpt, eng.latest_tag(ckpt))
+                export_hf(sd, self.s["model"], os.path.join(out, "hf"), os.path.join(out, "tokenizer"))
+            write_summary(out, summary)
+            print(f"done: step {summary['steps']}, loss {summary['final_loss']:.4f}"
+                  + (f", mini loss {summary['final_mini_loss']:.4f}" if summary["final_mini_loss"] else "")
+                  + f" (unigram entropy {self.entropy:.3f}); {summary['tokens_per_s']:.0f} tokens/s", flush=True)
 
 
 def main(argv=None) -> int:
-    return stage_main("minijoint", __doc__, SECTIONS, run, argv)
+    return training_main("minijoint", __doc__, Pretrain, argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,166 @@
+"""What lives on disk between the stages: names, writers and readers, in one place low in the house.
+
+* a run directory (every training stage): ``run_config.json`` (the resolved flags), ``metrics.jsonl``,
+  ``eval.jsonl``, ``checkpoints/``, ``tokenizer/`` and, written last, ``summary.json``;
+* a fine-tuned task model (step 3): ``model.safetensors`` and ``finetune.json``;
+* a MiniPost mini-model (step 1b): ``mini_model.safetensors`` and ``minipost.json``;
+* a language pack (step 2): ``embeddings.safetensors`` (last), ``best_embeddings.safetensors`` (chosen
+  by the run's selection figure), ``tokenizer/`` and ``pack.json``.
+
+Nothing here imports a stage: stages, evaluators, the pipeline and the demo all read through this module.
+Every file is written under a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+
+from .errors import ConfigError
+
+RUN_CONFIG = "run_config.json"
+SUMMARY_FILE = "summary.json"
+METRICS_FILE = "metrics.jsonl"
+EVAL_FILE = "eval.jsonl"
+CHECKPOINTS = "checkpoints"
+FINETUNE_META = "finetune.json"
+FINETUNE_WEIGHTS = "model.safetensors"
+MINIPOST_META = "minipost.json"
+MINIPOST_WEIGHTS = "mini_model.safetensors"
+EMBEDDINGS_FILE = "embeddings.safetensors"
+BEST_EMBEDDINGS_FILE = "best_embeddings.safetensors"
+PACK_META = "pack.json"
+
+
+# ------------------------------------------------------------------------------------ plain files
+def write_json(path: str, data: dict) -> None:
+    with open(path + ".tmp", "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def read_json(path: str) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def save_tensors(path: str, tensors: dict) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+# ------------------------------------------------------------------------------------ run directory
+def write_run_config(output_dir: str, resolved: dict, tokenizer) -> None:
+    os.makedirs(output_dir, exist_ok=True)
+    write_json(os.path.join(output_dir, RUN_CONFIG), resolved)
+    tokenizer.save_pretrained(os.path.join(output_dir, "tokenizer"))
+    print(json.dumps(resolved, indent=2), flush=True)
+
+
+def read_run_config(output_dir: str) -> dict:
+    return read_json(os.path.join(output_dir, RUN_CONFIG))
+
+
+def write_summary(output_dir: str, summary: dict) -> None:
+    """summary.json is written last: its presence marks the stage complete (see ``complete``)."""
+    write_json(os.path.join(output_dir, SUMMARY_FILE), summary)
+
+
+def read_summary(output_dir: str) -> dict:
+    return read_json(os.path.join(output_dir, SUMMARY_FILE))
+
+
+def complete(stage_dir: str) -> bool:
+    """A stage is complete once it wrote summary.json, its last file."""
+    return os.path.isfile(os.path.join(stage_dir, SUMMARY_FILE))
+
+
+def read_jsonl(path: str) -> list:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def model_dir(path: str) -> str:
+    """``--model`` may name a pretraining run directory: its Hugging Face export ``hf/`` is the model."""
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")) \
+            and os.path.isfile(os.path.join(path, "hf", "config.json")):
+        return os.path.join(path, "hf")
+    return path
+
+
+# ------------------------------------------------------------------------------- fine-tuned model
+def save_finetuned(out_dir: str, state: dict, meta: dict) -> None:
+    save_tensors(os.path.join(out_dir, FINETUNE_WEIGHTS), state)
+    write_json(os.path.join(out_dir, FINETUNE_META), meta)
+
+
+def read_finetune_meta(path: str, flag: str = "--model") -> dict:
+    meta_path = os.path.join(path, FINETUNE_META)
+    if not os.path.isfile(meta_path):
+        raise ConfigError(f"{flag} {path}: no {FINETUNE_META}; fix: point at a launchers/finetune.py --output_dir")
+    return read_json(meta_path)
+
+
+def load_finetuned(path: str, flag: str = "--model"):
+    """(task spec, model in eval mode, source tokenizer, meta) of a fine-tuned directory."""
+    from safetensors.torch import load_file
+
+    from .config import ModelConfig
+    from .tasks import build_task_model, task_spec
+    from .tokenizer import load_tokenizer
+
+    meta = read_finetune_meta(path, flag)
+    spec = task_spec(meta["task"])
+    cfg = dataclasses.replace(ModelConfig(**meta["model_config"]), hidden_dropout=0.0, attention_dropout=0.0)
+    model = build_task_model(spec, cfg, meta.get("pooling", "cls"))
+    model.load_state_dict(load_file(os.path.join(path, FINETUNE_WEIGHTS)))
+    return spec, model.eval(), load_tokenizer(os.path.join(path, "tokenizer")), meta
+
+
+# ------------------------------------------------------------------------------ MiniPost mini-model
+def save_minipost(out_dir: str, state: dict, meta: dict) -> None:
+    save_tensors(os.path.join(out_dir, MINIPOST_WEIGHTS), state)
+    write_json(os.path.join(out_dir, MINIPOST_META), meta)
+
+
+def read_minipost_meta(path: str) -> dict:
+    meta_path = os.path.join(path, MINIPOST_META)
+    if not os.path.isfile(meta_path):
+        raise ConfigError(f"--mini_model {path}: no {MINIPOST_META}; fix: point at a launchers/minipost.py "
+                          "--output_dir")
+    return read_json(meta_path)
+
+
+def load_minipost(path: str) -> tuple[dict, dict]:
+    """(state dict in MiniModel names, meta) of a MiniPost directory."""
+    from safetensors.torch import load_file
+
+    meta = read_minipost_meta(path)
+    return load_file(os.path.join(path, MINIPOST_WEIGHTS)), meta
+
+
+# ---------------------------------------------------------------------------------- language pack
+def save_pack(out_dir: str, embeddings, head_bias, tokenizer_dir: str, meta: dict,
+              filename: str = EMBEDDINGS_FILE) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    save_tensors(os.path.join(out_dir, filename), {"word_embeddings": embeddings, "head_bias": head_bias})
+    tok_dst = os.path.join(out_dir, "tokenizer")
+    if os.path.abspath(tokenizer_dir) != os.path.abspath(tok_dst) and not os.path.isdir(tok_dst):
+        shutil.copytree(tokenizer_dir, tok_dst)
+    write_json(os.path.join(out_dir, PACK_META), meta)
+
+
+def load_pack(pack_dir: str, which: str = "best") -> tuple[dict, dict]:
+    """(tensors, meta) of a pack; ``which`` is "best" (by the run's selection figure) or "last"."""
+    from safetensors.torch import load_file
+
+    meta_path = os.path.join(pack_dir, PACK_META)
+    if not os.path.isfile(meta_path):
+        raise ConfigError(f"--language_pack {pack_dir}: no {PACK_META}; fix: point at a step-2 --output_dir")
+    name = BEST_EMBEDDINGS_FILE if which == "best" and os.path.isfile(
+        os.path.join(pack_dir, BEST_EMBEDDINGS_FILE)) else EMBEDDINGS_FILE
+    return load_file(os.path.join(pack_dir, name)), read_json(meta_path)

@@ -1,0 +1,208 @@
+"""One run path for every training stage; each stage is a small ``Stage`` of what differs.
+
+In the manner of torchtitan's ``TrainSpec``: the skeleton below (check everything, claim the output
+directory, join the process group, data, build the model under ``zero.Init``, load, freeze, engine,
+Trainer, outputs) is written once, and pretraining, MiniPost, step 2 and fine-tuning fill in its hooks.
+Everything that can be wrong with the input is found in ``prepare``, before the process group starts or
+any file is written; a problem is one line on stderr and exit status 2 (``stage_main``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Callable, Optional
+
+import torch
+
+from ..artifacts import CHECKPOINTS, RUN_CONFIG, write_run_config
+from ..config import build_parser, parse_sections, to_dict
+from ..errors import ConfigError
+
+
+def rank_from_env() -> int:
+    return int(os.environ.get("RANK", os.environ.get("OMPI_COMM_WORLD_RANK", 0)))
+
+
+def world_from_env() -> int:
+    return int(os.environ.get("WORLD_SIZE", os.environ.get("OMPI_COMM_WORLD_SIZE", 1)))
+
+
+class Stage:
+    """A training stage: its flags and the hooks the runner calls, in this order.
+
+    ``prepare`` validates and resolves (sets ``self.train``, ``self.ds``, ``self.tokenizer``); ``load_data``
+    runs on every rank after the process group exists; ``build`` / ``load`` / ``trainable`` make the
+    model; ``batches``, ``step_flops`` and ``tokens_per_step`` feed the Trainer; ``evaluation`` may give it
+    an evaluation; ``finish`` writes what the stage leaves behind (``summary.json`` last).
+    """
+
+    name = "stage"
+    sections: dict = {}
+    must_match: tuple = ("model", "data")  # config sections a --resume must repeat
+    hidden_flags: tuple = ("export_hf",)  # fields of shared sections this stage does not read
+
+    def __init__(self, sections: dict):
+        self.s = sections
+        self.train = sections["train"]
+        self.ds: dict = {}
+        self.tokenizer = None
+
+    # hooks ---------------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        raise NotImplementedError
+
+    def load_data(self, rank: int, world: int) -> None:
+        raise NotImplementedError
+
+    def describe_data(self) -> Optional[str]:
+        return None
+
+    def build(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def load(self, model: torch.nn.Module) -> None:
+        pass
+
+    def trainable(self, name: str) -> bool:
+        return True
+
+    def batches(self, rank: int) -> Callable[[int, int], tuple]:
+        raise NotImplementedError
+
+    def step_flops(self):
+        raise NotImplementedError
+
+    def tokens_per_step(self) -> int:
+        raise NotImplementedError
+
+    def evaluation(self, engine, resumed: dict, rank: int):
+        """(evaluate(step) -> figures, steps between evaluations, checkpoint state fn) or None."""
+        return None
+
+    def finish(self, engine, trainer, summary: dict, rank: int, world: int) -> None:
+        raise NotImplementedError
+
+    # shared pieces -------------------------------------------------------------------------------
+    def resolve_ds(self) -> None:
+        from ..ds_config import resolve_ds_config
+
+        self.ds, self.train = resolve_ds_config(self.train.deepspeed_config, self.train, world_from_env())
+        self.s["train"] = self.train
+
+    def resolved(self) -> dict:
+        return to_dict(self.s)
+
+
+def run(stage: Stage) -> dict:
+    """The skeleton every training stage shares."""
+    from .. import engine as eng
+    from ..trainer import Trainer
+
+    stage.prepare()
+    train = stage.train
+    check_output_dir(train.output_dir, train.resume, stage.resolved(), stage.must_match)
+
+    rank, world = eng.init_distributed()
+    stage.load_data(rank, world)
+    if rank == 0:
+        write_run_config(train.output_dir, stage.resolved(), stage.tokenizer)
+        if stage.describe_data():
+            print(stage.describe_data(), flush=True)
+    eng.barrier()
+
+    torch.manual_seed(train.seed)
+    model = eng.build_under_zero(stage.build, stage.ds)
+    stage.load(model)
+    # Frozen flags are set before deepspeed.initialize, which then sees only the trainable parameters.
+    for name, p in model.named_parameters():
+        p.requires_grad = stage.trainable(name)
+    engine, start, resumed = eng.initialize_or_resume(model, stage.ds, train.output_dir, train.resume)
+
+    evaluate, eval_every, checkpoint_state = stage.evaluation(engine, resumed, rank) or (None, 0, None)
+    trainer = Trainer(engine, train, stage.batches(rank), stage.tokens_per_step(), stage.step_flops(),
+                      train.output_dir, rank, world, start_step=start, evaluate=evaluate, eval_every=eval_every,
+                      on_checkpoint=checkpoint_state)
+    summary = trainer.run()
+    stage.finish(engine, trainer, summary, rank, world)
+    eng.barrier()
+    return summary
+
+
+def fused_attention_runs(cfg) -> bool:
+    """Whether training runs a fused attention kernel (which recomputes its scores in backward, see
+    mmadapt/flops.py): torch's CPU kernels take the plain math path when attention dropout is on."""
+    from ..engine import device
+
+    return cfg.attention_dropout == 0.0 or device().type != "cpu"
+
+
+def check_train_inputs(data_cfg, train) -> None:
+    """An MLM stage's text, tokenizer and step counts."""
+    from ..data import check_text_file
+
+    if not train.output_dir:
+        raise ConfigError("--output_dir is missing; fix: pass --output_dir DIR")
+    if not data_cfg.train_files and not data_cfg.dataset_name:
+        raise ConfigError("no training text; fix: pass --train_files FILE [FILE ...] or --dataset_name")
+    if not data_cfg.tokenizer:
+        raise ConfigError("--tokenizer is missing; fix: pass a directory from `mmadapt tokenizer train`")
+    for path in data_cfg.train_files:
+        check_text_file(path, data_cfg.text_field)
+    check_steps(train)
+
+
+def check_steps(train) -> None:
+    if train.max_steps < 1 or train.log_every < 1:
+        raise ConfigError(f"--max_steps {train.max_steps} / --log_every {train.log_every} must be >= 1; "
+                          "fix: give positive values")
+
+
+def check_output_dir(output_dir: str, resume: bool, run_config: dict,
+                     must_match=("model", "data")) -> None:
+    """Refuse to mix runs: an existing run needs --resume, and a resumed run must be the same run."""
+    from ..engine import latest_tag
+
+    saved_path = os.path.join(output_dir, RUN_CONFIG)
+    if not resume:
+        if os.path.isdir(output_dir) and os.listdir(output_dir):
+            what = "a run" if os.path.isfile(saved_path) else "other files"
+            raise ConfigError(f"--output_dir {output_dir} already holds {what}; fix: pass --resume to "
+                              "continue it or choose a new --output_dir")
+        return
+    if not os.path.isfile(saved_path) or latest_tag(os.path.join(output_dir, CHECKPOINTS)) is None:
+        raise ConfigError(f"--resume: {output_dir} has no complete checkpoint; fix: drop --resume to "
+                          "start a new run there, or point --output_dir at the run to continue")
+    with open(saved_path, encoding="utf-8") as fh:
+        saved = json.load(fh)
+    for section in must_match:
+        for key, value in run_config[section].items():
+            if key in ("train_files", "cache_dir", "eval_files"):
+                continue
+            if saved.get(section, {}).get(key) != value:
+                raise ConfigError(f"--resume: {output_dir} was run with {key}={saved[section].get(key)!r}, "
+                                  f"now {value!r}; fix: use the same value or a new --output_dir")
+
+
+def stage_main(prog: str, doc: str, sections: dict, job: Callable[[dict], object], argv=None,
+               hidden: tuple = ()) -> int:
+    """Parse, run ``job(sections)``, and turn a ConfigError into one line on stderr and exit status 2.
+
+    A training stage passes ``lambda s: run(StageClass(s))`` and its ``hidden_flags``."""
+    from ..engine import close_distributed
+
+    try:
+        parser = build_parser(prog, doc.split("\n\n")[0], sections, hidden=hidden)
+        job(parse_sections(parser, argv, sections))
+        return 0
+    except ConfigError as exc:
+        if rank_from_env() == 0:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    finally:
+        close_distributed()
+
+
+def training_main(prog: str, doc: str, stage_cls, argv=None) -> int:
+    return stage_main(prog, doc, stage_cls.sections, lambda s: run(stage_cls(s)), argv, stage_cls.hidden_flags)
