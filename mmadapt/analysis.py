@@ -20,7 +20,7 @@ def analyse(out: str, task_dirs: list, paths: tuple) -> dict:
     from .evaluators import ZeroShot
     from .hf_io import load_into, load_pretrained_state_dict, pretrained_model_config
     from .model import MiniJointForMaskedLM
-    from .packs import load_pack
+    from .artifacts import load_pack
     from .tokenizer import load_tokenizer
 
     primary = os.path.join(out, "pretrain", "hf")

@@ -6,25 +6,47 @@ DeepSpeed launcher owns process placement; this command covers the single-proces
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
+from typing import Optional
 
+from .config import ArgumentParser, _f, add_dataclass_args
 from .errors import ConfigError
 
 
-def cmd_tokenizer_train(args) -> None:
+@dataclass
+class TokenizerTrainConfig:
+    train_files: list = _f([], "text to train on: .txt (a text a line) or .jsonl files", aliases=("--input",))
+    vocab_size: int = _f(8000, "final size, special tokens included")
+    whole_words: bool = _f(False, "whole words (most frequent first) plus single characters instead of "
+                           "sentencepiece unigram pieces: for languages with few word forms, such as the "
+                           "synthetic benchmark")
+    output_dir: Optional[str] = _f(None, "directory to write the Hugging Face tokenizer to (an earlier "
+                                   "tokenizer there is replaced; anything else is refused)", aliases=("--output",))
+    text_field: str = _f("text", "field holding the text in jsonl files")
+    seed: int = _f(0, "sentencepiece's seed")
+
+
+def cmd_tokenizer_train(cfg: TokenizerTrainConfig) -> None:
     from .tokenizer import train_tokenizer
 
-    tok = train_tokenizer(args.input, args.vocab_size, args.output, args.text_field, seed=args.seed,
-                          whole_words=args.whole_words)
-    note = "" if len(tok) == args.vocab_size else \
-        f" (asked for {args.vocab_size}: the text has fewer distinct pieces)"
-    print(f"tokenizer: {len(tok)} tokens{note} -> {args.output}")
+    if not cfg.train_files or not cfg.output_dir:
+        raise ConfigError("--train_files and --output_dir are required; fix: pass both")
+    tok = train_tokenizer(cfg.train_files, cfg.vocab_size, cfg.output_dir, cfg.text_field, seed=cfg.seed,
+                          whole_words=cfg.whole_words)
+    note = "" if len(tok) == cfg.vocab_size else \
+        f" (asked for {cfg.vocab_size}: the text has fewer distinct pieces)"
+    print(f"tokenizer: {len(tok)} tokens{note} -> {cfg.output_dir}")
 
 
-def cmd_info(args) -> None:
+@dataclass
+class NoFlags:
+    pass
+
+
+def cmd_info(_) -> None:
     import deepspeed
     import torch
     import transformers
@@ -63,69 +85,79 @@ def _ds_ops() -> dict:
     return out
 
 
-def cmd_export(args) -> None:
+@dataclass
+class ExportConfig:
+    run_dir: Optional[str] = _f(None, "a pretraining --output_dir: its checkpoint becomes a Hugging Face MLM")
+    output_dir: Optional[str] = _f(None, "directory to write (an earlier export there is replaced; anything "
+                                   "else is refused)", aliases=("--output",))
+    tag: Optional[str] = _f(None, "checkpoint tag (none: the latest)")
+
+
+def cmd_export(cfg: ExportConfig) -> None:
     from . import engine as eng
+    from .artifacts import CHECKPOINTS, read_run_config
     from .config import ModelConfig
     from .hf_io import export_hf
 
-    run_cfg = os.path.join(args.run_dir, "run_config.json")
-    if not os.path.isfile(run_cfg):
-        raise ConfigError(f"{args.run_dir}: no run_config.json; fix: point at a training --output_dir")
-    with open(run_cfg, encoding="utf-8") as fh:
-        resolved = json.load(fh)
-    ckpt = os.path.join(args.run_dir, "checkpoints")
-    tag = args.tag or eng.latest_tag(ckpt)
+    if not cfg.run_dir or not cfg.output_dir:
+        raise ConfigError("--run_dir and --output_dir are required; fix: pass both")
+    if not os.path.isfile(os.path.join(cfg.run_dir, "run_config.json")):
+        raise ConfigError(f"--run_dir {cfg.run_dir}: no run_config.json; fix: point at a training --output_dir")
+    resolved = read_run_config(cfg.run_dir)
+    ckpt = os.path.join(cfg.run_dir, CHECKPOINTS)
+    tag = cfg.tag or eng.latest_tag(ckpt)
     if tag is None or not os.path.isdir(os.path.join(ckpt, tag)):
         raise ConfigError(f"{ckpt}: no complete checkpoint {tag or ''}; fix: train first or pass --tag")
     sd = eng.consolidated_state_dict(ckpt, tag)
-    out = export_hf(sd, ModelConfig(**resolved["model"]), args.output,
-                    os.path.join(args.run_dir, "tokenizer"))
+    out = export_hf(sd, ModelConfig(**resolved["model"]), cfg.output_dir, os.path.join(cfg.run_dir, "tokenizer"))
     print(f"exported {tag} -> {out}")
 
 
-def cmd_demo_text(args) -> None:
+@dataclass
+class DemoTextConfig:
+    output_dir: Optional[str] = _f(None, "file to write", aliases=("--output",))
+    sentences: int = _f(20000, "sentences to write")
+    seed: int = _f(0, "the generator's seed")
+
+
+def cmd_demo_text(cfg: DemoTextConfig) -> None:
     from .textgen import write_corpus
 
-    n = write_corpus(args.output, args.sentences, args.seed)
-    print(f"wrote {n} sentences -> {args.output}")
+    if not cfg.output_dir:
+        raise ConfigError("--output_dir is required; fix: pass the file to write")
+    n = write_corpus(cfg.output_dir, cfg.sentences, cfg.seed)
+    print(f"wrote {n} sentences -> {cfg.output_dir}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mmadapt", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
+# name -> (help, config, function); `demo` and `pipeline` have parsers of their own
+COMMANDS = {
+    "tokenizer train": ("train a sentencepiece unigram (or whole-word) tokenizer in XLM-R's layout",
+                        TokenizerTrainConfig, cmd_tokenizer_train),
+    "info": ("versions, accelerator, DeepSpeed ops", NoFlags, cmd_info),
+    "export": ("consolidate a run's checkpoint into a Hugging Face directory", ExportConfig, cmd_export),
+    "demo-text": ("write the built-in generated English-like text", DemoTextConfig, cmd_demo_text),
+}
 
-    tok = sub.add_parser("tokenizer", help="tokenizer tools").add_subparsers(dest="action", required=True)
-    tt = tok.add_parser("train", help="train a sentencepiece unigram tokenizer in XLM-R's layout")
-    tt.add_argument("--input", nargs="+", required=True, help=".txt or .jsonl files")
-    tt.add_argument("--vocab_size", type=int, required=True, help="final size, special tokens included")
-    tt.add_argument("--whole_words", action="store_true",
-                    help="whole words (most frequent first) plus single characters instead of sentencepiece "
-                         "unigram pieces: for languages with few word forms, such as the synthetic benchmark")
-    tt.add_argument("--output", required=True, help="directory to write the Hugging Face tokenizer to")
-    tt.add_argument("--text_field", default="text", help="field holding the text in jsonl files")
-    tt.add_argument("--seed", type=int, default=0)
-    tt.set_defaults(func=cmd_tokenizer_train)
 
-    info = sub.add_parser("info", help="versions, accelerator, DeepSpeed ops")
-    info.set_defaults(func=cmd_info)
-
-    ex = sub.add_parser("export", help="consolidate a run's checkpoint into a Hugging Face directory")
-    ex.add_argument("--run_dir", required=True, help="a training --output_dir")
-    ex.add_argument("--output", required=True)
-    ex.add_argument("--tag", help="checkpoint tag (default: latest)")
-    ex.set_defaults(func=cmd_export)
-
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="mmadapt", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+    groups = {}
+    for name, (help_text, cfg_cls, func) in COMMANDS.items():
+        parent = sub
+        if " " in name:  # a group: `mmadapt tokenizer train`
+            group, name = name.split(" ", 1)
+            if group not in groups:
+                groups[group] = sub.add_parser(group, help=f"{group} tools").add_subparsers(
+                    dest="action", required=True, parser_class=ArgumentParser)
+            parent = groups[group]
+        cmd = parent.add_parser(name, help=help_text, description=help_text)
+        add_dataclass_args(cmd, cfg_cls, "flags")
+        cmd.set_defaults(func=func, config_class=cfg_cls)
     sub.add_parser("demo", help="the main job: mini-model vs standard adaptation on the built-in "
                    "benchmark (`mmadapt demo --help`)", add_help=False)
-
     sub.add_parser("pipeline", help="steps 1-4 for several languages from one YAML "
                    "(`mmadapt pipeline --help`)", add_help=False)
-
-    dt = sub.add_parser("demo-text", help="write the built-in generated text")
-    dt.add_argument("--output", required=True)
-    dt.add_argument("--sentences", type=int, default=20000)
-    dt.add_argument("--seed", type=int, default=0)
-    dt.set_defaults(func=cmd_demo_text)
     return p
 
 
@@ -137,9 +169,15 @@ def main(argv=None) -> int:
     if argv[:1] == ["pipeline"]:
         from .pipeline import main as pipeline_main
         return pipeline_main(argv[1:])
-    args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        args = vars(build_parser().parse_args(argv))
+    except SystemExit as exc:
+        return exc.code
+    func, cfg_cls = args.pop("func"), args.pop("config_class")
+    for key in ("command", "action"):
+        args.pop(key, None)
+    try:
+        func(cfg_cls(**args))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -73,7 +73,9 @@ class DemoConfig:
                                 "polarities of both sentences compared)")
     vocab_size: int = _f(0, "tokenizer size (0: every word form of the text, whole)")
     # model and pretraining
-    hidden_size: int = _f(64, "hidden size (heads of 32 dimensions, FFN 4x)")
+    hidden_size: int = _f(64, "hidden size (FFN 4x)")
+    num_heads: int = _f(4, "attention heads (more heads: more chances of a head that matches a word with its "
+                        "earlier mention, which the task needs)")
     num_layers: int = _f(4, "primary model depth L")
     mini_layers: int = _f(1, "mini-model depth k (MiniJoint head after layer k; MiniPost extracts k)")
     init_range: float = _f(0.1, "std of the initial weights")
@@ -90,10 +92,10 @@ class DemoConfig:
     # fine-tuning (step 3)
     finetune_seeds: list = _f([0, 1, 2], "one fine-tuned task model per seed; zero-shot figures are their mean",
                               item_type=int)
-    finetune_epochs: float = _f(8.0, "passes over the task training examples")
+    finetune_epochs: float = _f(12.0, "passes over the task training examples")
     finetune_lr: float = _f(1e-3, "fine-tuning learning rate")
     finetune_pooling: str = _f("mean", "task head input (see tasks.PairClassifier)", choices=("mean", "cls"))
-    task_seq_len: int = _f(32, "tokens per task example (a one-clause pair fits in 24)")
+    task_seq_len: int = _f(24, "tokens per task example (a one-clause pair fits in 20)")
     # step 2
     full_steps: int = _f(400, "step-2 budget: the standard path's steps; the others get the same FLOPs")
     eval_marks: int = _f(10, "evaluations per path after step 0, at the same FLOP marks")
@@ -155,7 +157,7 @@ class Demo:
         c = self.cfg
         self.launch("pretrain", "minijoint.py", self.common() + [
             "--model", "tiny", "--hidden_size", c.hidden_size, "--num_layers", c.num_layers,
-            "--num_heads", max(1, c.hidden_size // 32), "--intermediate_size", 4 * c.hidden_size,
+            "--num_heads", c.num_heads, "--intermediate_size", 4 * c.hidden_size,
             "--mini_layers", c.mini_layers, "--initializer_range", c.init_range,
             "--sinusoidal_positions", c.sinusoidal_positions, "--hidden_dropout", 0.0, "--attention_dropout", 0.0,
             "--train_files", self.path("data", "source.train.txt"), "--tokenizer", self.path("tok-source"),
@@ -197,10 +199,15 @@ class Demo:
         from .hf_io import pretrained_model_config
         from .tokenizer import load_tokenizer
 
+        from .data import build_blocks, expected_predicted_tokens
+
         c = self.cfg
-        cfg = pretrained_model_config(self.path("pretrain", "hf"))
-        cfg = dataclasses.replace(cfg, vocab_size=len(load_tokenizer(self.path("tok-target"))))
-        predicted = c.batch * c.seq_len * 0.15
+        target_tok = load_tokenizer(self.path("tok-target"))
+        cfg = dataclasses.replace(pretrained_model_config(self.path("pretrain", "hf")), vocab_size=len(target_tok))
+        # As the stage counts it (the same cache, so the stage reuses these blocks): masked positions per step
+        blocks = build_blocks(target_tok, c.seq_len, [self.path("data", "target.train.txt")],
+                              cache_dir=self.path("cache"))
+        predicted = expected_predicted_tokens(blocks, target_tok, 0.15) * c.batch
         per_step = {"full": adapt_step_flops(cfg, c.seq_len, c.batch, predicted, "full").total,
                     "mini": adapt_step_flops(cfg, c.seq_len, c.batch, predicted, "mini").total,
                     "minipost": adapt_step_flops(cfg, c.seq_len, c.batch, predicted, "mini",
@@ -260,6 +267,9 @@ def check(cfg: DemoConfig) -> None:
     """Flags that would otherwise fail only after minutes of earlier stages (or with a traceback)."""
     from .outdir import check_claimable
 
+    if cfg.num_heads < 1 or cfg.hidden_size % cfg.num_heads:
+        raise ConfigError(f"--hidden_size {cfg.hidden_size} is not divisible by --num_heads {cfg.num_heads}; fix: "
+                          "choose a head count that divides it")
     if cfg.mini_layers < 1 or cfg.mini_layers >= cfg.num_layers:
         raise ConfigError(f"--mini_layers {cfg.mini_layers} is outside 1..{cfg.num_layers - 1}; fix: pick one")
     if cfg.eval_marks < 1 or cfg.full_steps < cfg.eval_marks:

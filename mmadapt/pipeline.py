@@ -196,8 +196,13 @@ class Pipeline:
 def main(argv=None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="mmadapt pipeline", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("config", help="pipeline YAML")
-    args = parser.parse_args(argv)
+    from .config import ArgumentParser
+
+    parser = ArgumentParser(prog="mmadapt pipeline", description=__doc__.split("\n\n")[0],
+                            epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("config", help="pipeline YAML (its format below)")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code
     return exit_status(lambda: Pipeline(load_config(args.config)).run())

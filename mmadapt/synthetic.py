@@ -42,7 +42,6 @@ decided by ``judge`` from the meanings.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -53,6 +52,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from itertools import accumulate
 
+from mmadapt.config import _f
 from mmadapt.errors import ConfigError
 from mmadapt.outdir import check_replaceable, replaced_directory
 
@@ -76,24 +76,23 @@ OUTPUT_FILES = ("source.train.txt", "source.test.txt", "target.train.txt", "targ
 @dataclass
 class SyntheticConfig:
     """The CLI flags; every output is a function of these alone."""
-    seed: int = 0
-    lexicon_size: int = 400  # content lemmas (nouns, verbs, adjectives); ~30 function words come on top
-    word_order: str = "sov"  # of TARGET (sov, svo, or source: SOURCE's orders throughout); SOURCE is SVO
-    source_sentences: int = 60000  # 95% train, 5% test
-    target_sentences: int = 60000
-    parallel_pairs: int = 2000
-    parallel_dev: int = 500  # pairs of the dev split: choosing "best" embeddings never reads the test pairs
-    task_train: int = 6000
-    task_test: int = 1500
-    task_dev: int = 600  # target-language dev examples (selection), drawn apart from the test examples
-    # Corpora as documents of this many sentences whose nouns recur (1: independent sentences); a noun
-    # is one the document already mentioned with probability entity_reuse.
-    document_length: int = 1
-    entity_reuse: float = 0.5
-    task_mode: str = "controlled"  # "controlled": overlap-balanced moves; "first_clause": see Sampler.first_clause_pair
-    # one_clause mode: share of negated premises (0: the label needs no polarity comparison across the
-    # pair, only "is the hypothesis negated" and "same subject")
-    premise_negated: float = 0.5
+    seed: int = _f(0, "seed of the lexicon, the corpora and the task")
+    lexicon_size: int = _f(400, "content lemmas (nouns, verbs, adjectives); about 30 function words come on top")
+    word_order: str = _f("sov", "TARGET's order: sov, svo, or source (SOURCE's orders throughout); SOURCE is SVO",
+                         choices=("sov", "svo", "source"))
+    source_sentences: int = _f(60000, "SOURCE sentences (95% train, 5% test)")
+    target_sentences: int = _f(60000, "TARGET sentences (95% train, 5% test)")
+    parallel_pairs: int = _f(2000, "test translation pairs")
+    parallel_dev: int = _f(500, "dev translation pairs: choosing 'best' embeddings never reads the test pairs")
+    task_train: int = _f(6000, "SOURCE task training examples")
+    task_test: int = _f(1500, "SOURCE and TARGET task test examples")
+    task_dev: int = _f(600, "TARGET task dev examples (selection), drawn apart from the test examples")
+    document_length: int = _f(1, "corpus sentences per document, whose nouns recur (1: independent sentences)")
+    entity_reuse: float = _f(0.5, "chance that a noun is one its document already mentioned")
+    task_mode: str = _f("controlled", "controlled (overlap-balanced moves), first_clause or one_clause (see the "
+                        "Sampler's *_pair methods)", choices=("controlled", "first_clause", "one_clause"))
+    premise_negated: float = _f(0.5, "one_clause mode: share of negated premises (0: the label needs no polarity "
+                                "comparison across the pair)")
 
 
 # ----------------------------------------------------------------------------------------- meanings
@@ -698,14 +697,23 @@ def _write_atomically(output_dir: str, texts: dict[str, str]) -> None:
                 f.write(text)
 
 
+@dataclass
+class GeneratorOutput:
+    output_dir: str = _f(None, "directory to write (created; an earlier output of the generator is replaced)",
+                         aliases=("--output",))
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mmadapt.synthetic", description=__doc__.split("\n\n")[0])
-    p.add_argument("--output", required=True, help="directory to write (created; replaced if an old output)")
-    for name, default in asdict(SyntheticConfig()).items():
-        p.add_argument(f"--{name}", type=type(default), default=default)
+    from mmadapt.config import ArgumentParser, add_dataclass_args
+
+    p = ArgumentParser(prog="python -m mmadapt.synthetic", description=__doc__.split("\n\n")[0])
+    add_dataclass_args(p, GeneratorOutput, "output")
+    add_dataclass_args(p, SyntheticConfig, "language and task")
     args = vars(p.parse_args(argv))
-    output = args.pop("output")
+    output = args.pop("output_dir", None)
     try:
+        if not output:
+            raise ConfigError("--output_dir is missing; fix: pass the directory to write")
         meta = generate(SyntheticConfig(**args), output)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,4 +1,6 @@
-"""`mmadapt demo` end to end on tiny sizes, two instances: every stage a real 2-rank launcher run.
+"""`mmadapt demo` end to end on tiny sizes, two instances: every stage a real 2-rank launcher run, from
+mmadapt installed with `pip install .` (not editable) into a fresh virtual environment and started
+outside the checkout.
 
 What is checked is the demo's bookkeeping, not the method's quality (tiny models learn little): the dev
 split drives every "best", the marks resolve the saving, the three paths share the FLOP marks, MiniPost
@@ -7,11 +9,15 @@ is a row of its own, and --instances reports each instance and their spread.
 
 import json
 import os
+import site
+import subprocess
+import sys
 
 import pytest
 
-from mmadapt import demo
 from mmadapt.report import dev_best, saving_to_reach
+
+from conftest import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -24,9 +30,35 @@ TINY = ["--lexicon_size", "40", "--source_sentences", "800", "--target_sentences
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("demo") / "out")
-    assert demo.main(["--output_dir", out] + TINY) == 0
+def installed(tmp_path_factory):
+    """A fresh venv with mmadapt installed as a wheel; torch, DeepSpeed and the rest come from this
+    environment's site-packages (a .pth line), so nothing is downloaded."""
+    env_dir = tmp_path_factory.mktemp("fresh") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True)
+    python = str(env_dir / "bin" / "python")
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    with open(os.path.join(purelib, "deps.pth"), "w") as fh:
+        fh.write(site.getsitepackages()[0] + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps",
+                    "--no-build-isolation", "--no-index", REPO], check=True, capture_output=True)
+    where = subprocess.run([python, "-c", "import mmadapt; print(mmadapt.__file__)"], capture_output=True, text=True,
+                           check=True, cwd=str(env_dir)).stdout.strip()
+    assert where.startswith(purelib), where  # the installed copy, not the checkout
+    # the prebuilt ops and the pinned ninja of this environment (no rebuild)
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": os.environ["TORCH_EXTENSIONS_DIR"],
+           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    return python, env
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, installed):
+    python, env = installed
+    work = tmp_path_factory.mktemp("demo")
+    out = str(work / "out")
+    proc = subprocess.run([python, "-m", "mmadapt.cli", "demo", "--output_dir", out] + TINY, cwd=str(work),
+                          env=env, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     with open(os.path.join(out, "instances.json"), encoding="utf-8") as fh:
         instances = json.load(fh)
     reports = {}

@@ -195,3 +195,22 @@ def test_mean_pooling_ignores_padding(cfg):
     cls = PairClassifier(dataclasses.replace(cfg, hidden_dropout=0.0, attention_dropout=0.0), 3).eval()
     cls.load_state_dict(classifier.state_dict())  # the same weights: only the pooling differs
     assert not torch.allclose(cls.logits(ids), classifier.logits(ids))
+
+
+def test_no_module_below_the_stages_imports_a_stage():
+    """Formats live in mmadapt/artifacts.py; only the orchestrators (demo, pipeline, cli, launch) and the
+    launchers sit above the stages."""
+    import ast
+    import pathlib
+
+    import mmadapt
+
+    root = pathlib.Path(mmadapt.__file__).parent
+    above = {"demo.py", "pipeline.py", "cli.py", "launch.py"}
+    for path in root.glob("*.py"):
+        if path.name in above:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                module = ("." * node.level) + (node.module or "")
+                assert "stages" not in module and "launchers" not in module, f"{path.name} imports {module}"

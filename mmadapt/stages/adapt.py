@@ -293,7 +293,8 @@ class Adapt(MLMStage):
                 figures = self.evaluator(emb_now, bias_now)  # the same on every rank, so is `best`
             self.eval_flops["evaluations"] += 1
             value = figures.get("dev_" + cfg.select_by, figures.get(cfg.select_by))  # dev when there is one
-            if value is not None and (self.best["value"] is None or
+            # Step 0 is the initial embeddings: the best is a trained state, the earliest of equals.
+            if step > 0 and value is not None and (self.best["value"] is None or
                                       (value > self.best["value"] if higher_is_better else value < self.best["value"])):
                 self.best.update(value=value, step=step)
                 if rank == 0:
