@@ -86,6 +86,9 @@ class TrainConfig:
     stop_at_step: Optional[int] = _f(None, "checkpoint and stop at this step, keeping the schedule of "
                                      "--max_steps (time-boxed jobs; continue with --resume)")
     export_hf: bool = _f(True, "export consolidated Hugging Face weights at the end")
+    forget_every: int = _f(0, "active forgetting (Chen et al. 2023): every this many updates the token "
+                           "embeddings (and their tied output projections) are drawn afresh and their Adam "
+                           "moments zeroed; not at the last step (0: off)")
 
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}

@@ -314,3 +314,31 @@ def gathered_state_dict(module: torch.nn.Module) -> dict:
         else:
             out[name] = p.detach().float().cpu().clone()
     return out
+
+
+def reset_trained_parameter(engine, param: torch.nn.Parameter, value: torch.Tensor) -> None:
+    """Set a trained parameter to ``value`` everywhere it lives and zero its Adam moments, on every rank
+    (a collective under ZeRO-3). Active forgetting re-draws the token embeddings this way.
+
+    Where the value lives depends on the ZeRO stage: under ZeRO-3 in the optimizer's fp32 partition and
+    the rank's parameter shard; under ZeRO-1/2 in the fp32 master fragment and the parameter; without
+    ZeRO the parameter is its own master and Adam's state hangs off it."""
+    import deepspeed
+    from deepspeed.utils import safe_set_full_fp32_param, safe_set_full_optimizer_state
+
+    value = value.to(device=device(), dtype=torch.float32)
+    zeros = torch.zeros_like(value)
+    if hasattr(param, "ds_id") or hasattr(param, "_hp_mapping"):
+        safe_set_full_fp32_param(param, value)
+        for key in ("exp_avg", "exp_avg_sq"):
+            safe_set_full_optimizer_state(param, zeros, key)
+        with deepspeed.zero.GatheredParameters([param], modifier_rank=0, enabled=hasattr(param, "ds_id")):
+            with torch.no_grad():
+                param.copy_(value.to(param.dtype))
+        return
+    with torch.no_grad():
+        param.copy_(value.to(param.dtype))
+    state = engine.optimizer.state.get(param, {})
+    for key in ("exp_avg", "exp_avg_sq"):
+        if key in state:
+            state[key].zero_()

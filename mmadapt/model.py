@@ -72,6 +72,15 @@ class SinusoidalInitEmbedding(Embedding):
         self._fill_padding_idx_with_zero()
 
 
+def fresh_embedding_rows(cfg: ModelConfig, seed: int) -> torch.Tensor:
+    """A new token-embedding matrix as ``Embedding`` initialises one (N(0, std), padding row zero), drawn
+    from ``seed`` alone so that every rank draws the same (active forgetting, step 2's start)."""
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.randn(cfg.vocab_size, cfg.hidden_size, generator=g) * cfg.initializer_range
+    rows[cfg.pad_token_id] = 0.0
+    return rows
+
+
 def position_ids_from_input_ids(input_ids: torch.Tensor, pad_token_id: int) -> torch.Tensor:
     # RoBERTa numbers real tokens from pad_token_id + 1 and gives padding the pad position.
     mask = input_ids.ne(pad_token_id).int()

@@ -43,6 +43,8 @@ class Trainer:
     # log (rank 0) with the step's cumulative FLOPs in eval.jsonl. Its time is not training time.
     evaluate: Optional[Callable[[int], dict]] = None
     eval_every: int = 0
+    # Called on every rank after optimizer step `step` (1-based), before logging, evaluation and saving.
+    after_step: Optional[Callable[[int], None]] = None
     history: list = field(default_factory=list)
     eval_history: list = field(default_factory=list)
     eval_seconds: float = 0.0
@@ -138,6 +140,8 @@ class Trainer:
             self.run_eval(0)
         for step in range(self.start_step + 1, stop + 1):
             window += self.train_step(step - 1)
+            if self.after_step is not None:
+                self.after_step(step)
             window_steps += 1
             bar.update(1)
             if step % t.log_every == 0 or step == stop:

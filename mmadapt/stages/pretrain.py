@@ -105,6 +105,24 @@ class Pretrain(MLMStage):
         return pretrain_step_flops(cfg, self.s["data"].max_seq_length, self.train.global_batch_size, self.predicted,
                                    fused_attention=fused_attention_runs(cfg))
 
+    def after_step(self, engine):
+        """Active forgetting: fresh token embeddings (tied heads with them) every --forget_every updates."""
+        every = self.train.forget_every
+        if not every:
+            return None
+        from .. import engine as eng
+        from ..model import fresh_embedding_rows
+
+        self.forget_steps = []
+
+        def forget(step: int) -> None:
+            if step % every or step >= self.train.max_steps:
+                return
+            rows = fresh_embedding_rows(self.s["model"], self.train.seed * 1_000_003 + step)
+            eng.reset_trained_parameter(engine, engine.module.roberta.embeddings.word_embeddings.weight, rows)
+            self.forget_steps.append(step)
+        return forget
+
     def finish(self, engine, trainer, summary, rank, world) -> None:
         import torch.distributed as dist
 
@@ -116,7 +134,7 @@ class Pretrain(MLMStage):
         local_all = [None] * world
         dist.all_gather_object(local_all, local)
         summary.update(parameters=full, parameters_per_rank=local_all, unigram_entropy=self.entropy,
-                       zero_stage=eng.zero_stage(self.ds))
+                       zero_stage=eng.zero_stage(self.ds), forget_steps=getattr(self, "forget_steps", []))
         if rank == 0:
             out = self.train.output_dir
             ckpt = os.path.join(out, CHECKPOINTS)

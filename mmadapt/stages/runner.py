@@ -41,7 +41,7 @@ class Stage:
     name = "stage"
     sections: dict = {}
     must_match: tuple = ("model", "data")  # config sections a --resume must repeat
-    hidden_flags: tuple = ("export_hf",)  # fields of shared sections this stage does not read
+    hidden_flags: tuple = ("export_hf", "forget_every")  # fields of shared sections this stage does not read
 
     def __init__(self, sections: dict):
         self.s = sections
@@ -79,6 +79,10 @@ class Stage:
 
     def evaluation(self, engine, resumed: dict, rank: int):
         """(evaluate(step) -> figures, steps between evaluations, checkpoint state fn) or None."""
+        return None
+
+    def after_step(self, engine):
+        """A callable run after every optimizer step (step number), or None."""
         return None
 
     def finish(self, engine, trainer, summary: dict, rank: int, world: int) -> None:
@@ -123,7 +127,7 @@ def run(stage: Stage) -> dict:
     evaluate, eval_every, checkpoint_state = stage.evaluation(engine, resumed, rank) or (None, 0, None)
     trainer = Trainer(engine, train, stage.batches(rank), stage.tokens_per_step(), stage.step_flops(),
                       train.output_dir, rank, world, start_step=start, evaluate=evaluate, eval_every=eval_every,
-                      on_checkpoint=checkpoint_state)
+                      on_checkpoint=checkpoint_state, after_step=stage.after_step(engine))
     summary = trainer.run()
     stage.finish(engine, trainer, summary, rank, world)
     eng.barrier()
@@ -157,6 +161,8 @@ def check_steps(train) -> None:
     if train.max_steps < 1 or train.log_every < 1:
         raise ConfigError(f"--max_steps {train.max_steps} / --log_every {train.log_every} must be >= 1; "
                           "fix: give positive values")
+    if train.forget_every < 0:
+        raise ConfigError(f"--forget_every {train.forget_every}: must be >= 0; fix: give 0 (off) or a step count")
 
 
 def check_output_dir(output_dir: str, resume: bool, run_config: dict,
