@@ -87,7 +87,12 @@ def _ds_ops() -> dict:
 
 @dataclass
 class ExportConfig:
-    run_dir: Optional[str] = _f(None, "a pretraining --output_dir: its checkpoint becomes a Hugging Face MLM")
+    run_dir: Optional[str] = _f(None, "a pretraining --output_dir: its latest checkpoint becomes a Hugging Face MLM "
+                                "(with --language_pack: the target-language MLM)")
+    finetuned: Optional[str] = _f(None, "a launchers/finetune.py --output_dir: with --language_pack, the adapted "
+                                  "task model for AutoModelForSequenceClassification (or ...QuestionAnswering)")
+    language_pack: Optional[str] = _f(None, "a step-2 --output_dir whose embeddings and tokenizer go in")
+    embeddings: str = _f("best", "which of the pack's embeddings: best or last", choices=("best", "last"))
     output_dir: Optional[str] = _f(None, "directory to write (an earlier export there is replaced; anything "
                                    "else is refused)", aliases=("--output",))
     tag: Optional[str] = _f(None, "checkpoint tag (none: the latest)")
@@ -97,10 +102,23 @@ def cmd_export(cfg: ExportConfig) -> None:
     from . import engine as eng
     from .artifacts import CHECKPOINTS, read_run_config
     from .config import ModelConfig
-    from .hf_io import export_hf
+    from .hf_io import export_adapted_mlm, export_adapted_task_model, export_hf
 
-    if not cfg.run_dir or not cfg.output_dir:
-        raise ConfigError("--run_dir and --output_dir are required; fix: pass both")
+    if not cfg.output_dir or bool(cfg.run_dir) == bool(cfg.finetuned):
+        raise ConfigError("export needs --output_dir and one of --run_dir or --finetuned; fix: pass them")
+    if cfg.finetuned:
+        if not cfg.language_pack:
+            raise ConfigError("--finetuned needs --language_pack (the fine-tuned model as it is lives in its "
+                              "directory already); fix: add it")
+        out = export_adapted_task_model(cfg.finetuned, cfg.language_pack, cfg.output_dir, cfg.embeddings)
+        print(f"exported {cfg.finetuned} with {cfg.language_pack} -> {out}")
+        return
+    if cfg.language_pack:  # the run's Hugging Face export (or any mmadapt/XLM-R MLM directory)
+        from .artifacts import model_dir
+
+        out = export_adapted_mlm(model_dir(cfg.run_dir), cfg.language_pack, cfg.output_dir, cfg.embeddings)
+        print(f"exported {cfg.run_dir} with {cfg.language_pack} -> {out}")
+        return
     if not os.path.isfile(os.path.join(cfg.run_dir, "run_config.json")):
         raise ConfigError(f"--run_dir {cfg.run_dir}: no run_config.json; fix: point at a training --output_dir")
     resolved = read_run_config(cfg.run_dir)
@@ -134,7 +152,8 @@ COMMANDS = {
     "tokenizer train": ("train a sentencepiece unigram (or whole-word) tokenizer in XLM-R's layout",
                         TokenizerTrainConfig, cmd_tokenizer_train),
     "info": ("versions, accelerator, DeepSpeed ops", NoFlags, cmd_info),
-    "export": ("consolidate a run's checkpoint into a Hugging Face directory", ExportConfig, cmd_export),
+    "export": ("a Hugging Face directory: a run's checkpoint, or an adapted model (--language_pack)",
+               ExportConfig, cmd_export),
     "demo-text": ("write the built-in generated English-like text", DemoTextConfig, cmd_demo_text),
 }
 

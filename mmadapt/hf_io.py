@@ -173,3 +173,63 @@ def pretrained_model_config(path: str, **overrides) -> ModelConfig:
     extras.setdefault("mini_head", False)
     extras.update(overrides)
     return resolve_model(ModelConfig(model=path, **extras), pretrained=info["arch"])
+
+
+def export_adapted_task_model(finetuned_dir: str, pack_dir: str, out_dir: str, which: str = "best") -> str:
+    """A fine-tuned task model with a language pack swapped in, as a plain Hugging Face directory:
+    ``AutoModelForSequenceClassification`` (pair tasks) or ``AutoModelForQuestionAnswering`` (MLQA) loads
+    it, with the target tokenizer beside it. Refused: a pack of another source model, and mean pooling,
+    which Hugging Face's classification head (the <s> state) does not do."""
+    from transformers import XLMRobertaForQuestionAnswering, XLMRobertaForSequenceClassification
+
+    from .artifacts import load_finetuned, load_pack
+    from .outdir import replaced_directory
+    from .packs import check_pack_source
+    from .tokenizer import TOKENIZER_FILES, load_tokenizer
+
+    spec, model, _, meta = load_finetuned(finetuned_dir, "--finetuned")
+    if meta.get("pooling", "cls") != "cls":
+        raise ConfigError(f"--finetuned {finetuned_dir}: fine-tuned with --pooling {meta['pooling']}, but Hugging "
+                          "Face's classification head reads the <s> state only; fix: fine-tune with --pooling cls "
+                          "(or use launchers/evaluate.py, which pools as the model was trained)")
+    tensors, pack_meta = load_pack(pack_dir, which)
+    check_pack_source(pack_meta, meta["source_checksum"], f"--finetuned {finetuned_dir}")
+    target_tok = load_tokenizer(os.path.join(pack_dir, "tokenizer"))
+    cfg = dataclasses.replace(ModelConfig(**meta["model_config"]), vocab_size=tensors["word_embeddings"].shape[0])
+    hf = hf_config(cfg)
+    state = {k: v for k, v in model.state_dict().items()}
+    state["roberta.embeddings.word_embeddings.weight"] = tensors["word_embeddings"]
+    if spec.kind == "pair":
+        hf.num_labels = len(spec.labels)
+        hf.id2label = dict(enumerate(spec.labels))
+        hf.label2id = {name: i for i, name in enumerate(spec.labels)}
+        hf_model = XLMRobertaForSequenceClassification(hf)
+    else:
+        hf.num_labels = 2
+        hf_model = XLMRobertaForQuestionAnswering(hf)
+    missing, unexpected = hf_model.load_state_dict(state, strict=False)
+    missing = [m for m in missing if not m.endswith(("position_ids", "token_type_ids"))]
+    if missing or unexpected:
+        raise RuntimeError(f"export: missing {missing}, unexpected {unexpected}")
+    with replaced_directory(out_dir, EXPORT_FILES + TOKENIZER_FILES, "--output_dir") as tmp:
+        hf_model.save_pretrained(tmp)
+        target_tok.save_pretrained(tmp)
+    return out_dir
+
+
+def export_adapted_mlm(model_path: str, pack_dir: str, out_dir: str, which: str = "best") -> str:
+    """The pretrained primary model with a language pack's embeddings and head bias: a target-language
+    masked LM that ``AutoModelForMaskedLM`` and ``pipeline("fill-mask")`` load (the mini head, which has
+    no target bias, is left out)."""
+    from .artifacts import load_pack
+    from .packs import body_checksum, check_pack_source
+
+    cfg = pretrained_model_config(model_path)
+    state = load_pretrained_state_dict(model_path)
+    tensors, pack_meta = load_pack(pack_dir, which)
+    check_pack_source(pack_meta, body_checksum(state), f"--run_dir {model_path}")
+    state = {k: v for k, v in state.items() if not k.startswith("mini_head.")}
+    state["roberta.embeddings.word_embeddings.weight"] = state["lm_head.decoder_weight"] = tensors["word_embeddings"]
+    state["lm_head.bias"] = tensors["head_bias"]
+    cfg = dataclasses.replace(cfg, vocab_size=tensors["word_embeddings"].shape[0], mini_head=False, mini_layers=None)
+    return export_hf(state, cfg, out_dir, os.path.join(pack_dir, "tokenizer"))

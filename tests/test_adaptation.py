@@ -431,3 +431,64 @@ def test_step2_resume_keeps_the_best_score_and_embeddings(world, tmp_path):
     assert summary["best_step"] == best_step == min((s for s in losses if s > 0), key=losses.get) <= 4
     assert summary["best_value"] == pytest.approx(losses[best_step])
     assert (out / "best_embeddings.safetensors").read_bytes() == best_before
+
+
+def test_adapted_models_load_in_plain_transformers(world, packs, finetuned, tmp_path, capsys):
+    """`mmadapt export --finetuned ... --language_pack ...` gives an AutoModelForSequenceClassification and a
+    text-classification pipeline that predict what launchers/evaluate.py scores; `--run_dir ... --language_pack`
+    gives a fill-mask model whose logits are mmadapt's primary model with the pack swapped in."""
+    from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer, pipeline
+
+    from mmadapt.cli import main as cli_main
+    from mmadapt.model import MiniJointForMaskedLM
+    from mmadapt.hf_io import load_into, load_pretrained_state_dict, pretrained_model_config
+    from mmadapt.tasks import encode_pairs
+    from mmadapt.tokenizer import load_tokenizer
+
+    out = tmp_path / "xnli-xx"
+    assert cli_main(["export", "--finetuned", finetuned, "--language_pack", packs["mini"],
+                     "--output_dir", str(out)]) == 0
+    hf_model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    hf_tok = AutoTokenizer.from_pretrained(out)
+    spec, ours, _, meta = load_finetuned(finetuned)
+    tensors, _ = load_pack(packs["mini"])
+    swap_language(ours, tensors)
+    examples = load_examples(spec, world["xnli_tgt_test"])
+    ids, _ = encode_pairs(examples, load_tokenizer(os.path.join(packs["mini"], "tokenizer")), meta["max_seq_length"])
+    with torch.no_grad():
+        expected = ours.logits(ids)
+        got = hf_model(input_ids=ids, attention_mask=ids.ne(1).long()).logits
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    classify = pipeline("text-classification", model=hf_model, tokenizer=hf_tok, device="cpu")
+    labels = [classify({"text": e["a"], "text_pair": e["b"]})["label"] for e in examples]
+    assert labels == [spec.labels[i] for i in expected.argmax(-1).tolist()]
+    accuracy = sum(spec.labels[e["label"]] == label for e, label in zip(examples, labels)) / len(examples)
+    assert accuracy == pytest.approx(evaluate_pack(finetuned, packs["mini"], examples)["accuracy"])
+
+    mlm_dir = tmp_path / "mlm-xx"
+    assert cli_main(["export", "--run_dir", world["primary"], "--language_pack", packs["full"],
+                     "--output_dir", str(mlm_dir)]) == 0
+    hf_mlm = AutoModelForMaskedLM.from_pretrained(mlm_dir).eval()
+    cfg = pretrained_model_config(world["primary"])
+    primary = MiniJointForMaskedLM(cfg).eval()
+    load_into(primary, load_pretrained_state_dict(world["primary"]))
+    swap_language(primary, load_pack(packs["full"])[0])
+    tgt_tok = AutoTokenizer.from_pretrained(mlm_dir)
+    sentence = open(world["tgt"]).readline().strip().split()
+    masked = " ".join(sentence[:2] + [tgt_tok.mask_token] + sentence[3:])
+    enc = tgt_tok(masked, return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(hf_mlm(**enc).logits, primary.logits(enc["input_ids"]), atol=1e-4, rtol=1e-4)
+    fill = pipeline("fill-mask", model=hf_mlm, tokenizer=tgt_tok, device="cpu")
+    assert len(fill(masked)) == 5
+
+    mean_ft = tmp_path / "ft-mean"  # mean pooling: what Hugging Face's head cannot do is refused, one line
+    run_stage("finetune.py", COMMON + ["--task", "xnli", "--model", world["primary"], "--train_files",
+                                       world["xnli_train"], "--max_steps", 2, "--pooling", "mean",
+                                       "--output_dir", mean_ft])
+    capsys.readouterr()
+    assert cli_main(["export", "--finetuned", str(mean_ft), "--language_pack", packs["mini"],
+                     "--output_dir", str(tmp_path / "no")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--pooling mean" in err[0] and "fix:" in err[0]
+    assert not (tmp_path / "no").exists()
