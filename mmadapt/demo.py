@@ -82,8 +82,11 @@ class DemoConfig:
     sinusoidal_positions: float = _f(0.2, "position rows start as sinusoids of this amplitude (see ModelConfig)")
     seq_len: int = _f(64, "tokens per pretraining and step-2 block")
     batch: int = _f(32, "global batch (blocks or task examples)")
-    pretrain_steps: int = _f(1200, "MiniJoint pretraining steps")
+    pretrain_steps: int = _f(2000, "MiniJoint pretraining steps")
     pretrain_lr: float = _f(3e-3, "MiniJoint pretraining learning rate")
+    mini_loss_weight: float = _f(2.0, "pretraining loss = primary MLM + weight x mini MLM (a stronger mini head "
+                                 "keeps the mini-model's embeddings closer to the primary's)")
+    forget_every: int = _f(0, "active forgetting in pretraining: fresh token embeddings every this many steps (0: off)")
     # MiniPost (step 1b)
     minipost: bool = _f(True, "also build a MiniPost mini-model and run step 2 through it")
     minipost_new_layers: int = _f(1, "new layers on top of the k extracted ones")
@@ -100,7 +103,7 @@ class DemoConfig:
     full_steps: int = _f(400, "step-2 budget: the standard path's steps; the others get the same FLOPs")
     eval_marks: int = _f(10, "evaluations per path after step 0, at the same FLOP marks")
     full_lr: float = _f(1e-2, "step-2 learning rate of the standard path (chosen on dev)")
-    mini_lr: float = _f(2e-3, "step-2 learning rate of the mini-model paths (chosen on dev)")
+    mini_lr: float = _f(3e-3, "step-2 learning rate of the mini-model paths (chosen on dev)")
     reuse: bool = _f(False, "keep stages already complete in --output_dir (their summary.json exists)")
 
 
@@ -162,8 +165,8 @@ class Demo:
             "--sinusoidal_positions", c.sinusoidal_positions, "--hidden_dropout", 0.0, "--attention_dropout", 0.0,
             "--train_files", self.path("data", "source.train.txt"), "--tokenizer", self.path("tok-source"),
             "--output_dir", self.path("pretrain"), "--cache_dir", self.path("cache"),
-            "--max_steps", c.pretrain_steps, "--lr", c.pretrain_lr,
-            "--warmup_steps", max(1, c.pretrain_steps // 20), "--log_every", 50])
+            "--max_steps", c.pretrain_steps, "--lr", c.pretrain_lr, "--mini_loss_weight", c.mini_loss_weight,
+            "--forget_every", c.forget_every, "--warmup_steps", max(1, c.pretrain_steps // 20), "--log_every", 50])
 
     def minipost(self) -> None:
         c = self.cfg

@@ -294,8 +294,20 @@ def consolidated_state_dict(root: str, tag: str) -> dict:
 
 
 def peak_memory_bytes() -> int:
+    """This process's peak: device memory on a GPU, else the resident set's high-water mark.
+
+    On Linux the high-water mark is read from /proc (VmHWM, this process image's own): getrusage's
+    ru_maxrss survives exec, so a rank started from a large parent (a test, a notebook) would report the
+    parent's size."""
     if torch.cuda.is_available():
         return int(torch.cuda.max_memory_allocated())
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 

@@ -179,7 +179,9 @@ class PrimaryEvaluator:
         self.zero3 = eng.zero_stage(ds_config) == 3
         self.device = eng.device()
         self.retrieval = {}  # figure prefix -> Retrieval
-        body = {k: v for k, v in primary_state.items() if not k.startswith("mini_head.")}
+        from .hf_io import select_keys
+
+        body = select_keys(primary_state, lambda k: not k.startswith("mini_head."))
         if pair_files:
             # The source side is pooled once, by the primary model with its own embeddings.
             source = self._build(primary_cfg, body, ds_config)
@@ -187,7 +189,7 @@ class PrimaryEvaluator:
                               for p, f in pair_files.items()}
             del source
         self.model = self._build(dataclasses.replace(primary_cfg, vocab_size=len(target_tok)),
-                                 {k: v for k, v in body.items() if k not in LANGUAGE_SPECIFIC}, ds_config,
+                                 select_keys(body, lambda k: k not in LANGUAGE_SPECIFIC), ds_config,
                                  strict_prefixes=("roberta.encoder.",))
         self.zero_shot = None
         if task_models:

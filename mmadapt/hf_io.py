@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Mapping
 from typing import Optional
 
 import torch
@@ -78,24 +79,91 @@ def hf_config(cfg: ModelConfig):
 
 
 def from_hf_state_dict(hf_sd: dict) -> dict:
-    sd = {}
-    for name, tensor in hf_sd.items():
-        if name == "lm_head.decoder.weight":
-            sd["lm_head.decoder_weight"] = tensor
-        elif name == "lm_head.decoder.bias" or name.startswith("roberta.pooler."):
-            continue  # tied to lm_head.bias / not part of an MLM
-        elif name.endswith("position_ids") or name.endswith("token_type_ids"):
-            continue  # buffers some versions saved
+    return {_our_name(name): tensor for name, tensor in hf_sd.items() if _our_name(name) is not None}
+
+
+class LazyStateDict(Mapping):
+    """Our state dict of a Hugging Face directory's safetensors files, read one tensor at a time on access.
+
+    Step 2 through the mini-model needs only the embeddings, layers 1..k and the mini head; the ZeRO-3
+    evaluation model takes the rest one parameter at a time into its partitions; checksums hash tensor
+    by tensor. So no process ever holds the whole primary model just to load it (XLM-R XL: 14 GB)."""
+
+    def __init__(self, where: dict):
+        self._where = where  # our name -> (file, name in that file)
+
+    @classmethod
+    def open(cls, path: str) -> Optional["LazyStateDict"]:
+        """None when the directory has no safetensors weights (a .bin checkpoint, a hub name)."""
+        from safetensors import safe_open
+
+        index = os.path.join(path, "model.safetensors.index.json")
+        if os.path.isfile(index):
+            with open(index, encoding="utf-8") as fh:
+                files = sorted({os.path.join(path, f) for f in json.load(fh)["weight_map"].values()})
+        elif os.path.isfile(os.path.join(path, "model.safetensors")):
+            files = [os.path.join(path, "model.safetensors")]
         else:
-            sd[name] = tensor
-    return sd
+            return None
+        where = {}
+        for file in files:
+            with safe_open(file, "pt") as fh:
+                for name in fh.keys():
+                    ours = _our_name(name)
+                    if ours is not None:
+                        where[ours] = (file, name)
+        if "lm_head.decoder_weight" not in where and "roberta.embeddings.word_embeddings.weight" in where:
+            where["lm_head.decoder_weight"] = where["roberta.embeddings.word_embeddings.weight"]  # tied
+        mini = os.path.join(path, MINI_HEAD_FILE)
+        if os.path.isfile(mini):
+            with safe_open(mini, "pt") as fh:
+                where.update({f"mini_head.{k}": (mini, k) for k in fh.keys()})
+        return cls(where)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        from safetensors import safe_open
+
+        file, key = self._where[name]
+        with safe_open(file, "pt") as fh:
+            return fh.get_tensor(key).float()
+
+    def __iter__(self):
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def select(self, keep) -> "LazyStateDict":
+        return LazyStateDict({k: v for k, v in self._where.items() if keep(k)})
 
 
-def load_pretrained_state_dict(path: str) -> dict:
-    """Our state dict from a Hugging Face MLM directory (or hub name), mini head included if saved."""
+def _our_name(hf_name: str) -> Optional[str]:
+    """Our parameter name for a Hugging Face MLM weight name (None: not part of our model)."""
+    if hf_name == "lm_head.decoder.weight":
+        return "lm_head.decoder_weight"
+    if hf_name == "lm_head.decoder.bias" or hf_name.startswith("roberta.pooler."):
+        return None  # tied to lm_head.bias / not part of an MLM
+    if hf_name.endswith(("position_ids", "token_type_ids")):
+        return None  # buffers some versions saved
+    return hf_name
+
+
+def select_keys(state_dict, keep) -> Mapping:
+    """The entries whose name ``keep`` accepts, without reading the others (lazy dicts stay lazy)."""
+    if isinstance(state_dict, LazyStateDict):
+        return state_dict.select(keep)
+    return {k: v for k, v in state_dict.items() if keep(k)}
+
+
+def load_pretrained_state_dict(path: str) -> Mapping:
+    """Our state dict of a Hugging Face MLM directory (or hub name), mini head included if saved: read
+    tensor by tensor from its safetensors files when it has them (see LazyStateDict), else in full."""
     from safetensors.torch import load_file
     from transformers import AutoModelForMaskedLM
 
+    lazy = LazyStateDict.open(path) if os.path.isdir(path) else None
+    if lazy is not None:
+        return lazy
     hf_model = AutoModelForMaskedLM.from_pretrained(path, dtype=torch.float32)
     sd = from_hf_state_dict(hf_model.state_dict())
     mini = os.path.join(path, MINI_HEAD_FILE)
@@ -225,7 +293,7 @@ def export_adapted_mlm(model_path: str, pack_dir: str, out_dir: str, which: str 
     from .packs import body_checksum, check_pack_source
 
     cfg = pretrained_model_config(model_path)
-    state = load_pretrained_state_dict(model_path)
+    state = dict(load_pretrained_state_dict(model_path))
     tensors, pack_meta = load_pack(pack_dir, which)
     check_pack_source(pack_meta, body_checksum(state), f"--run_dir {model_path}")
     state = {k: v for k, v in state.items() if not k.startswith("mini_head.")}

@@ -75,41 +75,44 @@ class Step2Model:
 
 def load_step2_source(cfg: AdaptConfig, target_vocab: int) -> Step2Model:
     from ..artifacts import load_minipost
-    from ..hf_io import load_pretrained_state_dict, pretrained_model_config
+    from ..hf_io import load_pretrained_state_dict, pretrained_model_config, select_keys
     from ..packs import checksum, shared_bottom_names
 
     if not cfg.model:
         raise ConfigError("--model is missing; fix: pass the primary model's Hugging Face directory")
     primary_cfg = pretrained_model_config(cfg.model)
+    # Read by need: the step-2 model takes the embeddings, its layers and its head; the rest of the primary
+    # model is read later only into the (partitioned) evaluation model, tensor by tensor.
     primary_sd = load_pretrained_state_dict(cfg.model)
-    body = {k: v for k, v in primary_sd.items() if k.startswith("roberta.embeddings.")}
 
     if cfg.through == "full":
-        kind, depth, head_prefix, source = "full", primary_cfg.num_layers, "lm_head.", primary_sd
+        kind, depth, head_prefix = "full", primary_cfg.num_layers, "lm_head."
     elif cfg.mini_model:
-        source, meta = load_minipost(cfg.mini_model)
-        kind, depth = "minipost", meta["extract_layers"] + meta["new_layers"]
+        minipost, meta = load_minipost(cfg.mini_model)
+        kind, depth, head_prefix = "minipost", meta["extract_layers"] + meta["new_layers"], "head."
         shared = checksum(primary_sd, shared_bottom_names(primary_sd, meta["extract_layers"]))
         if shared != meta["shared_checksum"]:
             raise ConfigError(f"--mini_model {cfg.mini_model} was extracted from another model (shared-weight "
                               f"checksum {meta['shared_checksum']}, --model has {shared}); fix: pass the "
                               "--model it was built from")
-        head_prefix = "head."
     else:
         if not primary_cfg.mini_head or not any(k.startswith("mini_head.") for k in primary_sd):
             raise ConfigError(f"--through mini: {cfg.model} has no mini-model (no MiniJoint head); fix: pass "
                               "--mini_model from launchers/minipost.py, or use --through full")
-        kind, depth, head_prefix, source = "minijoint", primary_cfg.mini_layers, "mini_head.", primary_sd
+        kind, depth, head_prefix = "minijoint", primary_cfg.mini_layers, "mini_head."
 
-    sd = dict(body) if kind != "minipost" else {}
-    for name, tensor in source.items():
-        if kind == "minipost":
-            sd[name] = tensor
-        elif name.startswith("roberta.encoder.layer."):
-            if int(name.split(".")[3]) < depth:
-                sd[name] = tensor
-        elif name.startswith(head_prefix):
-            sd["head." + name[len(head_prefix):]] = tensor
+    if kind == "minipost":
+        sd = dict(minipost)
+    else:
+        def wanted(name: str) -> bool:  # the source's token rows and their tied copies are replaced: not read
+            if name.startswith("roberta.encoder.layer."):
+                return int(name.split(".")[3]) < depth
+            return name.startswith(("roberta.embeddings.", head_prefix)) and not name.endswith(
+                ("word_embeddings.weight", "decoder_weight"))
+
+        sd = {}
+        for name, tensor in select_keys(primary_sd, wanted).items():
+            sd["head." + name[len(head_prefix):] if name.startswith(head_prefix) else name] = tensor
     head_bias = sd.pop("head.bias")
     sd.pop("roberta.embeddings.word_embeddings.weight", None)
     sd.pop("head.decoder_weight", None)

@@ -91,11 +91,10 @@ class Finetune(Stage):
         return build_task_model(self.spec, self.task_cfg, self.s["finetune"].pooling)
 
     def load(self, model) -> None:
-        from ..hf_io import load_into, load_pretrained_state_dict
+        from ..hf_io import load_into, load_pretrained_state_dict, select_keys
 
         self.primary_sd = load_pretrained_state_dict(self.s["finetune"].model)
-        load_into(model, {k: v for k, v in self.primary_sd.items() if k.startswith("roberta.")},
-                  strict_prefixes=("roberta.",))
+        load_into(model, select_keys(self.primary_sd, lambda k: k.startswith("roberta.")), strict_prefixes=("roberta.",))
 
     def trainable(self, name: str) -> bool:
         return not name.startswith("roberta.embeddings.")
