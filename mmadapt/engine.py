@@ -311,6 +311,16 @@ def peak_memory_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+def peak_memory_per_rank() -> list:
+    """Every rank's peak_memory_bytes, on every rank (a collective)."""
+    peak = torch.tensor([peak_memory_bytes()], dtype=torch.float64, device=device())
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return [int(peak.item())]
+    peaks = [torch.zeros_like(peak) for _ in range(dist.get_world_size())]
+    dist.all_gather(peaks, peak)
+    return [int(p.item()) for p in peaks]
+
+
 def gathered_state_dict(module: torch.nn.Module) -> dict:
     """Full CPU copies of every parameter (tied ones once), one ZeRO-3 gather at a time; all ranks call."""
     import deepspeed

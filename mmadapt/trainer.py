@@ -176,9 +176,6 @@ class Trainer:
 
     def summary(self, step: int, wall: float, tokens_per_step: int) -> dict:
         done = step - self.start_step
-        peak = torch.tensor([eng.peak_memory_bytes()], dtype=torch.float64, device=self.engine.device)
-        peaks = [torch.zeros_like(peak) for _ in range(self.world_size)]
-        dist.all_gather(peaks, peak)
         out = {
             "steps": step,
             "steps_this_run": done,
@@ -189,7 +186,7 @@ class Trainer:
             "eval_seconds": self.eval_seconds,
             "tokens_per_s": done * tokens_per_step / max(wall, 1e-9),
             "achieved_flops_per_s": done * self.step_flops.total / max(wall, 1e-9),
-            "peak_memory_bytes_per_rank": [int(p.item()) for p in peaks],
+            "peak_memory_bytes_per_rank": eng.peak_memory_per_rank(),
             "world_size": self.world_size,
             "final_loss": self.history[-1]["loss"] if self.history else None,
             "final_mini_loss": self.history[-1]["mini_loss"] if self.history else None,

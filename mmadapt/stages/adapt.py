@@ -338,6 +338,8 @@ class Adapt(MLMStage):
                            eval_flops=per_rank.item() * self.eval_flops["evaluations"])
         if frozen_after != self.frozen_before:
             raise RuntimeError(f"step 2 changed frozen weights ({self.frozen_before} -> {frozen_after})")
+        # the whole stage's peak, checksums over the source model included (they read it tensor by tensor)
+        summary["peak_memory_bytes_per_rank"] = eng.peak_memory_per_rank()
         if rank == 0:
             save_pack(out, emb_final, bias_final, os.path.join(out, "tokenizer"),
                       {**self.meta(), "steps": summary["steps"], "flops": summary["flops"],
