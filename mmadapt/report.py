@@ -155,7 +155,7 @@ def load_instance(out: str, task_dirs: list, paths: tuple) -> dict:
 
 
 def write_demo_report(out: str, config: dict, timings: dict, task_dirs: list, paths: tuple,
-                      analysis: dict) -> dict:
+                      analysis: dict, finetune_attempts: list) -> dict:
     d = load_instance(out, task_dirs, paths)
     curves, sources, pre = d["curves"], d["sources"], d["pre"]
     acc = verdict(curves)
@@ -221,7 +221,10 @@ def write_demo_report(out: str, config: dict, timings: dict, task_dirs: list, pa
         "## Zero-shot accuracy (%)", "",
         "| path | final (test) | best: test (dev), where | reaches the standard final with |", "|---|---|---|---|",
         *rows, "",
-        f"Source accuracy per fine-tuning seed: {', '.join(pct(x) for x in sources)} (mean {pct(source_mean)}). "
+        f"Source accuracy per task model: {', '.join(pct(x) for x in sources)} (mean {pct(source_mean)}). "
+        f"Fine-tuning attempts (seed: source dev accuracy): "
+        + ", ".join(f"{a['seed']}: {pct(a['source_dev_accuracy'])}" + ("" if a["kept"] else " (restarted)")
+                    for a in finetune_attempts) + ". "
         f"Lexical-overlap baseline on the source test: {pct(baseline)}%. Target accuracy at step 0 (random "
         f"embeddings): {pct(curves['full'][0]['zero_shot_accuracy'])}%. **Dictionary oracle** (each target word "
         f"given its translation's source row, {oracle['words_mapped']} words): "
@@ -263,6 +266,7 @@ def write_demo_report(out: str, config: dict, timings: dict, task_dirs: list, pa
     report = {"config": config, "verdict": acc, "verdict_met": checks_ok, "verdict_meaningful": meaningful,
               "retrieval": retrieval, "pretraining": sanity, "step2": step2, "one_time_flops": one_time,
               "source_accuracy": sources, "source_accuracy_mean": source_mean, "lexical_overlap_baseline": baseline,
+              "finetune_attempts": finetune_attempts,
               "oracle": oracle, "analysis": analysis, "curves": curves, "timings": timings}
     with open(os.path.join(out, "report.json"), "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=2)

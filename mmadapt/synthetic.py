@@ -69,7 +69,7 @@ N_CONJUNCTIONS = 3
 WORD_ORDERS = ("sov", "svo", "source")
 OUTPUT_FILES = ("source.train.txt", "source.test.txt", "target.train.txt", "target.test.txt",
                 "parallel.tsv", "parallel.dev.tsv", "dictionary.tsv", "dictionary.lemmas.tsv",
-                "task.source.train.jsonl", "task.source.test.jsonl", "task.target.dev.jsonl",
+                "task.source.train.jsonl", "task.source.dev.jsonl", "task.source.test.jsonl", "task.target.dev.jsonl",
                 "task.target.test.jsonl", "meta.json")
 
 
@@ -86,7 +86,7 @@ class SyntheticConfig:
     parallel_dev: int = _f(500, "dev translation pairs: choosing 'best' embeddings never reads the test pairs")
     task_train: int = _f(6000, "SOURCE task training examples")
     task_test: int = _f(1500, "SOURCE and TARGET task test examples")
-    task_dev: int = _f(600, "TARGET task dev examples (selection), drawn apart from the test examples")
+    task_dev: int = _f(600, "SOURCE and TARGET task dev examples (selection), drawn apart from the test examples")
     document_length: int = _f(1, "corpus sentences per document, whose nouns recur (1: independent sentences)")
     entity_reuse: float = _f(0.5, "chance that a noun is one its document already mentioned")
     task_mode: str = _f("controlled", "controlled (overlap-balanced moves), first_clause or one_clause (see the "
@@ -662,8 +662,9 @@ def generate(cfg: SyntheticConfig, output_dir: str) -> dict:
     files["dictionary.lemmas.tsv"] = [f"{s}\t{t}\t{pos}" for pos in ("noun", "verb", "adj")
                                       for s, t in zip(lex.stems["source"][pos], lex.stems["target"][pos])]
     task = {}
-    for split, realiser, n in (("source.train", src, cfg.task_train), ("source.test", src, cfg.task_test),
-                               ("target.dev", tgt, cfg.task_dev), ("target.test", tgt, cfg.task_test)):
+    for split, realiser, n in (("source.train", src, cfg.task_train), ("source.dev", src, cfg.task_dev),
+                               ("source.test", src, cfg.task_test), ("target.dev", tgt, cfg.task_dev),
+                               ("target.test", tgt, cfg.task_test)):
         task[split] = [{"premise": realiser.sentence(p), "hypothesis": realiser.sentence(Sentence((h,))),
                         "label": y} for p, h, y in task_pairs(lex, stream(f"task-{split}"), n, cfg.task_mode,
                                                                   cfg.premise_negated)]

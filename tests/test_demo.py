@@ -26,7 +26,7 @@ TINY = ["--lexicon_size", "40", "--source_sentences", "800", "--target_sentences
         "--task_test", "24", "--hidden_size", "32", "--num_layers", "4", "--mini_layers", "1", "--seq_len", "48",
         "--pretrain_steps", "6", "--minipost_steps", "4", "--batch", "8", "--finetune_seeds", "0", "1",
         "--finetune_epochs", "1", "--full_steps", "10", "--eval_marks", "10", "--nproc", "2",
-        "--instances", "2", "--seed", "3"]
+        "--instances", "2", "--seed", "3", "--finetune_min_dev", "0.99", "--finetune_restarts", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,10 @@ def test_report_files_and_the_three_rows(run):
                    "Unigram entropy", "MiniPost step 1b", "## Where the embeddings land"):
         assert needle in text, needle
     report = reports[3]
-    assert len(report["source_accuracy"]) == 2  # one per fine-tuning seed
+    assert len(report["source_accuracy"]) == 2  # two task models, after one restart below the dev bar
+    attempts = report["finetune_attempts"]
+    assert [a["seed"] for a in attempts] == [0, 2, 1] and [a["kept"] for a in attempts] == [False, True, True]
+    assert os.path.isdir(os.path.join(one, "finetune-2"))
     assert set(report["curves"]) == {"full", "mini", "minipost"}
     assert report["one_time_flops"]["minipost_flops"] > 0
     assert 0.0 <= report["oracle"]["zero_shot_accuracy"] <= 1.0

@@ -147,7 +147,7 @@ def test_pronouns_have_a_unique_antecedent():
 
 def test_task_labels_are_balanced(out):
     d, meta = out
-    for split in ("source.train", "source.test", "target.dev", "target.test"):
+    for split in ("source.train", "source.dev", "source.test", "target.dev", "target.test"):
         rows = jsonl(d, f"task.{split}.jsonl")
         counts = Counter(x["label"] for x in rows)
         assert set(counts) == {0, 1, 2} and max(counts.values()) - min(counts.values()) <= 1, split
@@ -366,7 +366,7 @@ def test_first_clause_task_is_deterministic_balanced_and_translated(tmp_path):
     cfg = SyntheticConfig(seed=5, lexicon_size=40, source_sentences=40, target_sentences=40, parallel_pairs=5,
                           task_train=600, task_test=300, task_mode="first_clause")
     a, meta = generate_twice_identically(cfg, tmp_path)
-    assert meta["task_labels"] == {"source.train": [200, 200, 200], "source.test": [100, 100, 100],
+    assert meta["task_labels"] == {"source.train": [200, 200, 200], "source.dev": [200, 200, 200], "source.test": [100, 100, 100],
                                    "target.dev": [200, 200, 200], "target.test": [100, 100, 100]}
     src_words = {w for x in read(a, "dictionary.tsv") for w in [x.split("\t")[0]]}
     tgt = jsonl(a, "task.target.test.jsonl")
