@@ -35,10 +35,14 @@ def load_ds_json(path: str) -> dict:
             path = shipped
     if not os.path.isfile(path):
         raise ConfigError(f"--deepspeed_config {path}: not found; fix: use one of ds_configs/*.json")
+    # DeepSpeed reads its config as HJSON (JSON plus comments); so do we, so that the shipped configs can
+    # say why each knob is set.
+    import hjson
+
     with open(path, encoding="utf-8") as fh:
         try:
-            data = json.load(fh)
-        except json.JSONDecodeError as exc:
+            data = hjson.load(fh, object_pairs_hook=dict)
+        except hjson.HjsonDecodeError as exc:
             raise ConfigError(f"--deepspeed_config {path}: invalid JSON at line {exc.lineno} column "
                               f"{exc.colno} ({exc.msg}); fix: correct the file") from None
     if not isinstance(data, dict):

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from mmadapt.config import TrainConfig
-from mmadapt.ds_config import resolve_ds_config
+from mmadapt.ds_config import load_ds_json, resolve_ds_config
 from mmadapt.errors import ConfigError
 from mmadapt.stages.pretrain import main
 
@@ -45,8 +45,8 @@ def _assert_one_line_error(capsys, *needles):
 
 def test_bad_inputs_each_give_one_line_and_no_output(tmp_path, run_args, capsys, monkeypatch):
     out = tmp_path / "out"
-    bad_json = _write(tmp_path / "bad.json", '{"zero_optimization": {"stage": 3},}')
-    disagree = dict(json.load(open(ZERO3_CPU)), train_micro_batch_size_per_gpu=3)
+    bad_json = _write(tmp_path / "bad.json", '{"zero_optimization": {"stage": 3}')
+    disagree = dict(load_ds_json(ZERO3_CPU), train_micro_batch_size_per_gpu=3)
     disagree_path = _write(tmp_path / "disagree.json", json.dumps(disagree))
     cases = [
         (dict(**{"--train_files": str(tmp_path / "nope.txt")}), ["nope.txt", "not found"]),
