@@ -68,3 +68,31 @@ def test_jsonl_without_the_text_field(tmp_path):
     path.write_text('{"body": "x"}\n')
     with pytest.raises(ConfigError, match=r"f.jsonl:1: no field 'text'"):
         check_text_file(str(path))
+
+
+def test_expected_predicted_tokens_leave_out_special_and_padding_tokens(text_and_tokenizer, tmp_path):
+    """The FLOP formulas' head token count is what the masker can pick: never <s>, </s> or padding."""
+    import torch
+
+    from mmadapt.data import build_blocks, expected_predicted_tokens
+    from mmadapt.masking import Masker
+
+    text, _, tok = text_and_tokenizer
+    blocks = build_blocks(tok, 32, [text], cache_dir=str(tmp_path))
+    ids = blocks[:]["input_ids"]
+    special = torch.isin(ids, torch.tensor(tok.all_special_ids))
+    assert special.any()  # each sentence brings <s> and </s>: batch x length x p would count them
+    expected = expected_predicted_tokens(blocks, tok, 0.15)
+    assert expected == pytest.approx(0.15 * float((~special).sum()) / len(ids))
+    assert expected < 0.15 * ids.shape[1]
+    masker, g = Masker(tok, 0.15), torch.Generator().manual_seed(0)
+    chosen = sum(int(masker(ids, g)[1].ne(-100).sum()) for _ in range(20)) / (20 * len(ids))
+    assert chosen == pytest.approx(expected, rel=0.05)  # what masking really predicts
+
+
+def test_the_attention_path_counted_is_the_one_that_runs():
+    from mmadapt.config import ModelConfig
+    from mmadapt.stages.runner import fused_attention_runs
+
+    assert fused_attention_runs(ModelConfig(attention_dropout=0.0))
+    assert not fused_attention_runs(ModelConfig(attention_dropout=0.1))  # CPU: the math path with dropout
