@@ -104,7 +104,7 @@ class DemoConfig:
     task_seq_len: int = _f(24, "tokens per task example (a one-clause pair fits in 20)")
     # step 2
     full_steps: int = _f(400, "step-2 budget: the standard path's steps; the others get the same FLOPs")
-    eval_marks: int = _f(10, "evaluations per path after step 0, at the same FLOP marks")
+    eval_marks: int = _f(20, "evaluations per path after step 0, at the same FLOP marks (the saving is read to one mark)")
     full_lr: float = _f(1e-2, "step-2 learning rate of the standard path (chosen on dev)")
     mini_lr: float = _f(3e-3, "step-2 learning rate of the mini-model paths (chosen on dev)")
     reuse: bool = _f(False, "keep stages already complete in --output_dir (their summary.json exists)")
