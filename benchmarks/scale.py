@@ -1,15 +1,20 @@
-"""XLM-R scale on this machine: real ZeRO-3 steps of XLM-R-large and XLM-R-XL on CPU ranks.
+"""XLM-R scale on one machine: real ZeRO-3 steps, memory per phase against the prediction, FLOP/s.
 
-    .venv/bin/python benchmarks/scale.py --output benchmarks/results
+    .venv/bin/python benchmarks/scale.py --output benchmarks/results          # the CPU cases, 2 ranks
+    .venv/bin/python benchmarks/scale.py --cases minijoint-xlmr-large --dtype bf16   # bf16 on this CPU
 
-Cases, each a separate `deepspeed --num_gpus NPROC` job running this file as a worker:
+Cases, each a separate job of --nproc ranks through the deepspeed launcher, running this file as a worker:
   minijoint-xlmr-large  MiniJoint pretraining (mini head after layer 4), activation checkpointing on
   step2-xlmr-xl-mini    step 2 through the 4-layer mini-model of XLM-R-XL (only embeddings train)
   step2-xlmr-xl-full    step 2 through all 36 layers of XLM-R-XL
-For each: the ZeRO-3 prediction of model-state memory per rank, measured peak memory per rank (max RSS),
-seconds per step, and whether it fits this machine's memory. A case whose prediction exceeds
---memory_budget_gib for all ranks together is not started (it would be killed, or take the machine
-down with it) and is reported as not fitting. Weights are random: memory and time do not depend on them.
+  minijoint-xlmr-base, step2-xlmr-large-mini / -full: the GPU check's cases (benchmarks/gpu_check.sh)
+For each: the ZeRO-3 prediction of model-state memory per rank; the measured resident memory of each
+rank after each phase of the first step (build under zero.Init, engine, forward, backward, optimizer
+step) and its peak; seconds per step, tokens/s and FLOP/s (the analytic count of mmadapt.flops), and
+MFU against the matmul peak measured on the same device in the same job. A case whose prediction, all
+ranks together, exceeds --memory_budget_gib is not started (it would be killed, or take the machine
+down with it) and is reported with its prediction and that guard. Weights and tokens are random: memory
+and time do not depend on them. Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ import argparse
 import datetime
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -27,29 +31,34 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 GIB = 1024 ** 3
-BUCKETS = {"reduce_bucket_size": 20_000_000, "stage3_prefetch_bucket_size": 20_000_000,
-           "stage3_max_live_parameters": 100_000_000, "stage3_max_reuse_distance": 100_000_000,
-           "stage3_param_persistence_threshold": 10_000}
 CASES = {
-    "minijoint-xlmr-large": dict(model="large", stage="minijoint"),
-    "step2-xlmr-xl-mini": dict(model="xl", stage="step2", through="mini"),
-    "step2-xlmr-xl-full": dict(model="xl", stage="step2", through="full"),
+    "minijoint-xlmr-base": dict(preset="xlmr-base", stage="minijoint"),
+    "minijoint-xlmr-large": dict(preset="xlmr-large", stage="minijoint"),
+    "step2-xlmr-large-mini": dict(preset="xlmr-large", stage="step2", through="mini"),
+    "step2-xlmr-large-full": dict(preset="xlmr-large", stage="step2", through="full"),
+    "step2-xlmr-xl-mini": dict(preset="xlmr-xl", stage="step2", through="mini"),
+    "step2-xlmr-xl-full": dict(preset="xlmr-xl", stage="step2", through="full"),
 }
+CPU_CASES = ["minijoint-xlmr-large", "step2-xlmr-xl-mini", "step2-xlmr-xl-full"]
+PHASES = ("start", "build", "engine", "forward", "backward", "step")
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--output", default=os.path.join(REPO, "benchmarks", "results"))
+    p.add_argument("--name", default="scale", help="file stem of the report (scale.md / scale.json)")
     p.add_argument("--nproc", type=int, default=2)
+    p.add_argument("--deepspeed_config", default="ds_configs/zero3_cpu.json")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up step)")
     p.add_argument("--seq_len", type=int, default=512)
     p.add_argument("--batch", type=int, default=1, help="sequences per rank per step")
     p.add_argument("--mini_layers", type=int, default=4)
-    p.add_argument("--memory_budget_gib", type=float, default=18.0,
+    p.add_argument("--memory_budget_gib", type=float, default=20.0,
                    help="don't start a case predicted to need more than this over all ranks")
-    p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
-    p.add_argument("--large", default="xlmr-large", help="preset of the MiniJoint case (a smaller one checks the script)")
-    p.add_argument("--xl", default="xlmr-xl", help="preset of the step-2 cases")
+    p.add_argument("--cases", nargs="+", default=CPU_CASES, choices=list(CASES))
+    p.add_argument("--preset", action="append", default=[], metavar="CASE_PRESET=OTHER",
+                   help="run a case at another size preset (e.g. xlmr-xl=small to check the script)")
     p.add_argument("--worker", choices=list(CASES), help=argparse.SUPPRESS)
     p.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -58,35 +67,76 @@ def parse_args(argv=None):
 def case_config(name: str, args):
     from mmadapt.config import ModelConfig, resolve_model
 
-    case = CASES[name]
-    return resolve_model(ModelConfig(model=getattr(args, case["model"]), mini_layers=args.mini_layers,
-                                     vocab_size=250002,
-                                     activation_checkpointing=True, hidden_dropout=0.0, attention_dropout=0.0))
+    preset = dict(x.split("=") for x in args.preset).get(CASES[name]["preset"], CASES[name]["preset"])
+    over = {} if preset.startswith("xlmr") else {"vocab_size": 250002, "max_position_embeddings": 514}
+    return resolve_model(ModelConfig(model=preset, mini_layers=args.mini_layers, activation_checkpointing=True,
+                                     hidden_dropout=0.0, attention_dropout=0.0, **over))
+
+
+def ds_config(args, world: int, batch: int):
+    from mmadapt.config import TrainConfig
+    from mmadapt.ds_config import resolve_ds_config
+
+    train = TrainConfig(global_batch_size=batch * world, micro_batch_size=batch, max_steps=args.steps + 1,
+                        warmup_steps=1)
+    ds, _ = resolve_ds_config(args.deepspeed_config, train, world)
+    ds["bf16"] = {"enabled": args.dtype == "bf16"}
+    return ds
 
 
 def predicted_gib_per_rank(name: str, args) -> dict:
-    """ZeRO-3 model states per rank in fp32: weights 4 B/param, and for trainable parameters a
-    gradient (4 B), the optimizer's fp32 partition (4 B, kept even in fp32 runs) and Adam's two moments
-    (8 B), all partitioned over the ranks; plus the largest tensor gathered whole for its forward.
-    Activations and the runtime itself come on top."""
+    """ZeRO-3 model states per rank: weights (4 B/param fp32, 2 B bf16), and for trainable parameters a
+    gradient (weight's size), the optimizer's fp32 partition (4 B, kept even in fp32 runs) and Adam's
+    two fp32 moments (8 B), all partitioned over the ranks; plus the largest tensor gathered whole and
+    the reduce and prefetch buckets of the DeepSpeed config. Activations and the runtime come on top."""
     from mmadapt.flops import model_parameters, parameter_counts
 
-    cfg = case_config(name, args)
-    case = CASES[name]
+    cfg, case = case_config(name, args), CASES[name]
     counts = parameter_counts(cfg)
     if case["stage"] == "minijoint":
-        params = model_parameters(cfg)
-        trainable = params
+        params = trainable = model_parameters(cfg)
     else:
         depth = cfg.mini_layers if case["through"] == "mini" else cfg.num_layers
-        params = model_parameters(cfg, depth=depth, heads=1)
-        trainable = counts["token_embeddings"]
-    states = (4 * params + 16 * trainable) / args.nproc
-    # the largest tensor gathered whole, and the reduce and prefetch buckets (fp32)
-    gathered = 4 * (max(counts["layer"], counts["token_embeddings"]) + BUCKETS["reduce_bucket_size"]
-                    + BUCKETS["stage3_prefetch_bucket_size"])
+        params, trainable = model_parameters(cfg, depth=depth, heads=1), counts["token_embeddings"]
+    width = 2 if args.dtype == "bf16" else 4
+    states = (width * params + (width + 12) * trainable) / args.nproc
+    zero = ds_config(args, args.nproc, args.batch)["zero_optimization"]
+    buckets = zero.get("reduce_bucket_size", 5e8) + zero.get("stage3_prefetch_bucket_size", 5e7)
+    gathered = width * max(counts["layer"], counts["token_embeddings"]) + 4 * buckets
     return {"parameters": params, "trainable": trainable, "model_states_gib": states / GIB,
             "gathered_gib": gathered / GIB, "total_gib": (states + gathered) / GIB}
+
+
+def _rss_gib() -> tuple:
+    """(resident now, high-water mark) of this process in GiB, or device memory on a GPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.memory_allocated() / GIB, torch.cuda.max_memory_allocated() / GIB
+    now = peak = 0.0
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                now = int(line.split()[1]) * 1024 / GIB
+            elif line.startswith("VmHWM:"):
+                peak = int(line.split()[1]) * 1024 / GIB
+    return now, peak
+
+
+def matmul_peak(device, dtype, size: int = 2048, repeats: int = 8) -> float:
+    """FLOP/s of this rank's best square matmul: the peak MFU is read against, measured here."""
+    import torch
+
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    best = 0.0
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        (a @ b).sum().item()
+        best = max(best, 2 * size ** 3 / (time.perf_counter() - t))
+    return best
 
 
 def worker(args) -> None:
@@ -96,29 +146,30 @@ def worker(args) -> None:
     import torch.distributed as dist
 
     from mmadapt import engine as eng
-    from mmadapt.config import TrainConfig
-    from mmadapt.ds_config import resolve_ds_config
+    from mmadapt.flops import adapt_step_flops, pretrain_step_flops
     from mmadapt.model import IGNORE_INDEX, MiniJointForMaskedLM, MiniModel
 
-    name = args.worker
-    case = CASES[name]
+    name, case = args.worker, CASES[args.worker]
     cfg = case_config(name, args)
+    phases = {"start": _rss_gib()}
     rank, world = eng.init_distributed()
-    train = TrainConfig(global_batch_size=args.batch * world, micro_batch_size=args.batch,
-                        max_steps=args.steps + 1, warmup_steps=1)
-    ds, _ = resolve_ds_config(os.path.join(REPO, "ds_configs", "zero3_cpu.json"), train, world)
-    # DeepSpeed's default buckets (5e8 elements: 2 GB each in fp32) would dwarf a CPU rank's share.
-    ds["zero_optimization"].update(BUCKETS)
+    device = eng.device()
+    ds = ds_config(args, world, args.batch)
+    predicted = args.batch * world * args.seq_len * 0.15
     t0 = time.perf_counter()
     if case["stage"] == "minijoint":
         model = eng.build_under_zero(lambda: MiniJointForMaskedLM(cfg), ds)
+        flops = pretrain_step_flops(cfg, args.seq_len, args.batch * world, predicted)
     else:
         depth = cfg.mini_layers if case["through"] == "mini" else cfg.num_layers
         step_cfg = dataclasses.replace(cfg, mini_head=False)
         model = eng.build_under_zero(lambda: MiniModel(step_cfg, depth=depth), ds)
         for pname, p in model.named_parameters():
             p.requires_grad = pname == "roberta.embeddings.word_embeddings.weight"
+        flops = adapt_step_flops(cfg, args.seq_len, args.batch * world, predicted, case["through"])
+    phases["build"] = _rss_gib()
     engine = eng.initialize(model, ds)
+    phases["engine"] = _rss_gib()
     build_s = time.perf_counter() - t0
     g = torch.Generator().manual_seed(rank)
     times = []
@@ -127,70 +178,105 @@ def worker(args) -> None:
         labels = torch.full_like(ids, IGNORE_INDEX)
         pick = torch.rand(ids.shape, generator=g) < 0.15
         labels[pick] = ids[pick]
+        ids, labels = ids.to(device), labels.to(device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         t = time.perf_counter()
         out = engine(ids, labels)
+        if step == 0:
+            phases["forward"] = _rss_gib()
         engine.backward(out.loss)
+        if step == 0:
+            phases["backward"] = _rss_gib()
         engine.step()
+        if step == 0:
+            phases["step"] = _rss_gib()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         if step:
             times.append(time.perf_counter() - t)
-    peak = torch.tensor([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB], dtype=torch.float64)
-    peaks = [torch.zeros_like(peak) for _ in range(world)]
-    dist.all_gather(peaks, peak)
+    peak_flops = matmul_peak(device, torch.bfloat16 if args.dtype == "bf16" else torch.float32)
+    mine = torch.tensor([[phases[p][0] for p in PHASES] + [_rss_gib()[1], peak_flops]], dtype=torch.float64,
+                        device=device)
+    every = [torch.zeros_like(mine) for _ in range(world)]
+    dist.all_gather(every, mine)
     if rank == 0:
-        with open(os.path.join(args.output, f"scale-{name}.json"), "w") as fh:
-            json.dump({"case": name, "world_size": world, "seconds_per_step": sum(times) / len(times),
-                       "step_times": times, "build_seconds": build_s,
-                       "peak_rss_gib_per_rank": [p.item() for p in peaks],
+        per_rank = [e.cpu().tolist()[0] for e in every]
+        seconds = sorted(times)[len(times) // 2]
+        achieved = flops.total / seconds
+        peak_all = sum(r[-1] for r in per_rank)  # the ranks share the machine: their peaks add up
+        with open(os.path.join(args.output, f"{args.name}-{name}.json"), "w") as fh:
+            json.dump({"case": name, "world_size": world, "device": str(device), "dtype": args.dtype,
+                       "seconds_per_step": seconds, "step_times": times, "build_seconds": build_s,
+                       "tokens_per_s": args.batch * world * args.seq_len / seconds,
+                       "flops_per_step": flops.total, "achieved_flops_per_s": achieved,
+                       "matmul_peak_flops_per_s": peak_all, "mfu": achieved / peak_all,
+                       "phases_gib_per_rank": {p: [r[i] for r in per_rank] for i, p in enumerate(PHASES)},
+                       "peak_rss_gib_per_rank": [r[len(PHASES)] for r in per_rank],
                        "local_parameters_rank0": eng.local_parameter_count(engine.module)[0]}, fh)
     eng.close_distributed()
 
 
 def run_case(name: str, args) -> dict:
+    from mmadapt.launch import free_port
+
     pred = predicted_gib_per_rank(name, args)
-    row = {"case": name, "predicted": pred}
+    row = {"case": name, "predicted": pred, "preset": case_config(name, args).model}
     need = pred["total_gib"] * args.nproc
     if need > args.memory_budget_gib:
         row.update(status="not started", fits=False,
-                   reason=f"predicted {need:.1f} GiB of model states over {args.nproc} ranks > budget "
-                          f"{args.memory_budget_gib} GiB (24 GiB machine, activations and runtime on top)")
+                   reason=f"predicted {need:.1f} GiB of model states over {args.nproc} ranks > the guard's budget "
+                          f"{args.memory_budget_gib} GiB (a 24 GiB machine; activations and the runtime come on top)")
         return row
-    cmd = [os.path.join(os.path.dirname(sys.executable), "deepspeed"), "--num_gpus", str(args.nproc),
-           os.path.abspath(__file__), "--worker", name, "--output", args.output, "--steps", str(args.steps),
-           "--seq_len", str(args.seq_len), "--batch", str(args.batch), "--mini_layers", str(args.mini_layers),
-           "--large", args.large, "--xl", args.xl]
+    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(args.nproc), "--master_port",
+           str(free_port()), os.path.abspath(__file__), "--worker", name, "--output", args.output,
+           "--name", args.name, "--steps", str(args.steps), "--seq_len", str(args.seq_len), "--batch",
+           str(args.batch), "--mini_layers", str(args.mini_layers), "--deepspeed_config", args.deepspeed_config,
+           "--dtype", args.dtype, *[x for p in args.preset for x in ("--preset", p)]]
     print(f"== {name}: predicted {pred['total_gib']:.2f} GiB per rank", flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-    if proc.returncode != 0:
-        row.update(status=f"failed (exit {proc.returncode})", fits=False, reason=proc.stderr[-500:])
+    path = os.path.join(args.output, f"{args.name}-{name}.json")
+    if proc.returncode != 0 or not os.path.isfile(path):
+        row.update(status=f"failed (exit {proc.returncode})", fits=False, reason=proc.stderr[-800:])
         return row
-    with open(os.path.join(args.output, f"scale-{name}.json")) as fh:
+    with open(path) as fh:
         measured = json.load(fh)
-    os.remove(os.path.join(args.output, f"scale-{name}.json"))
-    total = sum(measured["peak_rss_gib_per_rank"])
-    row.update(status="ran", measured=measured, fits=total < 24.0)
+    os.remove(path)
+    row.update(status="ran", measured=measured, fits=sum(measured["peak_rss_gib_per_rank"]) < 24.0,
+               peak_over_prediction=max(measured["peak_rss_gib_per_rank"]) / pred["total_gib"])
     return row
 
 
 def markdown(rows: list, args) -> str:
-    lines = [f"# Scale on this machine: {args.large} MiniJoint, {args.xl} step 2 ({args.nproc} CPU ranks, ZeRO-3, fp32, activation checkpointing, "
-             f"batch {args.batch} x {args.seq_len} per rank)", "",
-             "| case | params | trainable | predicted model states / rank (GiB) | measured peak RSS / rank (GiB) "
-             "| s / step | fits 24 GiB |", "|---|---|---|---|---|---|---|"]
+    lines = [f"# Scale: {args.nproc} ranks, ZeRO-3 ({args.deepspeed_config}), {args.dtype}, activation checkpointing, "
+             f"batch {args.batch} x {args.seq_len} per rank", "",
+             "| case | params | trainable | predicted / rank (GiB) | measured peak / rank (GiB) | peak / predicted "
+             "| s / step | tokens/s | MFU | fits 24 GiB |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        p = r["predicted"]
-        m = r.get("measured")
-        peak = ", ".join(f"{x:.2f}" for x in m["peak_rss_gib_per_rank"]) if m else r["status"]
-        sec = f"{m['seconds_per_step']:.1f}" if m else "-"
-        lines.append(f"| {r['case']} | {p['parameters'] / 1e6:.0f}M | {p['trainable'] / 1e6:.0f}M | "
-                     f"{p['total_gib']:.2f} | {peak} | {sec} | {'yes' if r['fits'] else 'no'} |")
+        p, m = r["predicted"], r.get("measured")
+        if m:
+            cells = [", ".join(f"{x:.2f}" for x in m["peak_rss_gib_per_rank"]), f"{r['peak_over_prediction']:.2f}x",
+                     f"{m['seconds_per_step']:.1f}", f"{m['tokens_per_s']:.0f}", f"{100 * m['mfu']:.1f}%"]
+        else:
+            cells = [r["status"], "-", "-", "-", "-"]
+        lines.append(f"| {r['case']} ({r['preset']}) | {p['parameters'] / 1e6:.0f}M | {p['trainable'] / 1e6:.0f}M | "
+                     f"{p['total_gib']:.2f} | " + " | ".join(cells) + f" | {'yes' if r['fits'] else 'no'} |")
+    phased = [r for r in rows if r.get("measured")]
+    if phased:
+        lines += ["", "Resident memory of rank 0 after each phase of the first step (GiB):", "",
+                  "| case | " + " | ".join(PHASES) + " | peak |", "|---" * (len(PHASES) + 2) + "|"]
+        for r in phased:
+            m = r["measured"]
+            lines.append(f"| {r['case']} | " + " | ".join(f"{m['phases_gib_per_rank'][p][0]:.2f}" for p in PHASES)
+                         + f" | {m['peak_rss_gib_per_rank'][0]:.2f} |")
     notes = [r for r in rows if r.get("reason")]
     if notes:
         lines += [""] + [f"- {r['case']}: {r['reason']}" for r in notes]
-    lines += ["", "Predicted = fp32 weights + (gradient + fp32 optimizer partition + Adam moments) of trainable parameters, partitioned "
-              "over the ranks, plus the largest tensor gathered whole and the reduce/prefetch buckets "
-              f"(set to {BUCKETS['reduce_bucket_size']:.0e} elements here; DeepSpeed's default 5e8 costs 2 GB each "
-              "in fp32, and with it the first run of xlmr-large filled this machine's memory). Measured = max RSS of each rank "
-              "process (the runtime, activations and allocator caches included)."]
+    lines += ["", "Predicted = weights + (gradient + fp32 optimizer partition + Adam moments) of trainable parameters, "
+              "partitioned over the ranks, plus the largest tensor gathered whole and the reduce and prefetch buckets "
+              "of the DeepSpeed config. Measured = each rank's resident high-water mark (VmHWM; the runtime, "
+              "activations and allocator caches included), or device memory on a GPU. MFU = analytic FLOPs per step "
+              "/ median step time / the matmul peak measured in the same job, all ranks together."]
     return "\n".join(lines) + "\n"
 
 
@@ -202,10 +288,10 @@ def main(argv=None) -> int:
         return 0
     rows = [run_case(name, args) for name in args.cases]
     text = markdown(rows, args)
-    with open(os.path.join(args.output, "scale.md"), "w") as fh:
+    with open(os.path.join(args.output, f"{args.name}.md"), "w") as fh:
         fh.write(text)
-    with open(os.path.join(args.output, "scale.json"), "w") as fh:
-        json.dump({"date": datetime.date.today().isoformat(), "rows": rows}, fh, indent=2)
+    with open(os.path.join(args.output, f"{args.name}.json"), "w") as fh:
+        json.dump({"date": datetime.date.today().isoformat(), "args": vars(args), "rows": rows}, fh, indent=2)
     print(text)
     return 0
 

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The GPU check, one run of under 10 minutes on one GPU (bf16, ZeRO-3, FusedAdam, NCCL):
+#   1. xlmr-base and xlmr-large MiniJoint steps: tokens/s and MFU against the GPU's bf16 matmul peak
+#      measured in the same job (benchmarks/scale.py, its GPU cases);
+#   2. step 2 through the mini-model and the full model of xlmr-large: wall-clock against the FLOPs ratio;
+#   3. the whole demo pipeline on tiny sizes under ZeRO-3 on the GPU: every stage, and step 2's shared
+#      evaluation (retrieval, zero-shot) on the NCCL path.
+# Usage: bash benchmarks/gpu_check.sh [OUTPUT_DIR]   (default benchmarks/results; GPU_CHECK_CPU=1 runs
+# the same commands on 2 CPU ranks at small sizes, which is what the tests check without a GPU)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-benchmarks/results}
+py=${PYTHON:-.venv/bin/python}
+mkdir -p "$out"
+if [ "${GPU_CHECK_CPU:-0}" = 1 ]; then
+  nproc=2; config=ds_configs/zero3_cpu.json; dtype=fp32; seq=32; batch=1
+  sizes=(--preset xlmr-base=tiny --preset xlmr-large=tiny --mini_layers 1)
+else
+  nproc=1; config=ds_configs/zero3.json; dtype=bf16; seq=512; batch=8
+  sizes=()
+fi
+"$py" benchmarks/scale.py --output "$out" --name gpu_check --nproc "$nproc" --deepspeed_config "$config" \
+  --dtype "$dtype" --seq_len "$seq" --batch "$batch" --steps 3 --memory_budget_gib 1000 "${sizes[@]}" \
+  --cases minijoint-xlmr-base minijoint-xlmr-large step2-xlmr-large-mini step2-xlmr-large-full
+demo_dir=$(mktemp -d)/demo
+"$py" -m mmadapt.cli demo --output_dir "$demo_dir" --nproc "$nproc" --deepspeed_config "$config" \
+  --lexicon_size 40 --source_sentences 800 --target_sentences 800 --parallel_pairs 40 --parallel_dev 30 \
+  --task_train 64 --task_dev 30 --task_test 24 --hidden_size 32 --num_layers 4 --mini_layers 1 --seq_len 48 \
+  --pretrain_steps 6 --minipost_steps 4 --batch 8 --finetune_seeds 0 --finetune_epochs 1 --finetune_restarts 0 \
+  --full_steps 10 --eval_marks 10
+cp "$demo_dir/report.json" "$out/gpu_check_demo.json"
+echo "gpu check: $out/gpu_check.md, $out/gpu_check_demo.json"
