@@ -56,6 +56,8 @@ def parse_args(argv=None):
     p.add_argument("--mini_layers", type=int, default=4)
     p.add_argument("--memory_budget_gib", type=float, default=20.0,
                    help="don't start a case predicted to need more than this over all ranks")
+    p.add_argument("--kill_at_gib", type=float, default=21.0,
+                   help="watchdog: stop a job whose processes together pass this resident size")
     p.add_argument("--cases", nargs="+", default=CPU_CASES, choices=list(CASES))
     p.add_argument("--preset", action="append", default=[], metavar="CASE_PRESET=OTHER",
                    help="run a case at another size preset (e.g. xlmr-xl=small to check the script)")
@@ -153,6 +155,11 @@ def worker(args) -> None:
     cfg = case_config(name, args)
     phases = {"start": _rss_gib()}
     rank, world = eng.init_distributed()
+
+    def mark(phase: str) -> None:  # also printed, so that a job the watchdog stops still says how far it got
+        phases[phase] = _rss_gib()
+        print(f"phase {phase} rank {rank}: {phases[phase][0]:.2f} GiB resident, peak {phases[phase][1]:.2f}",
+              flush=True)
     device = eng.device()
     ds = ds_config(args, world, args.batch)
     predicted = args.batch * world * args.seq_len * 0.15
@@ -167,9 +174,9 @@ def worker(args) -> None:
         for pname, p in model.named_parameters():
             p.requires_grad = pname == "roberta.embeddings.word_embeddings.weight"
         flops = adapt_step_flops(cfg, args.seq_len, args.batch * world, predicted, case["through"])
-    phases["build"] = _rss_gib()
+    mark("build")
     engine = eng.initialize(model, ds)
-    phases["engine"] = _rss_gib()
+    mark("engine")
     build_s = time.perf_counter() - t0
     g = torch.Generator().manual_seed(rank)
     times = []
@@ -184,13 +191,13 @@ def worker(args) -> None:
         t = time.perf_counter()
         out = engine(ids, labels)
         if step == 0:
-            phases["forward"] = _rss_gib()
+            mark("forward")
         engine.backward(out.loss)
         if step == 0:
-            phases["backward"] = _rss_gib()
+            mark("backward")
         engine.step()
         if step == 0:
-            phases["step"] = _rss_gib()
+            mark("step")
         if device.type == "cuda":
             torch.cuda.synchronize()
         if step:
@@ -234,10 +241,16 @@ def run_case(name: str, args) -> dict:
            str(args.batch), "--mini_layers", str(args.mini_layers), "--deepspeed_config", args.deepspeed_config,
            "--dtype", args.dtype, *[x for p in args.preset for x in ("--preset", p)]]
     print(f"== {name}: predicted {pred['total_gib']:.2f} GiB per rank", flush=True)
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    returncode, stopped_at, log = watched(cmd, args.kill_at_gib)
     path = os.path.join(args.output, f"{args.name}-{name}.json")
-    if proc.returncode != 0 or not os.path.isfile(path):
-        row.update(status=f"failed (exit {proc.returncode})", fits=False, reason=proc.stderr[-800:])
+    phases = [line for line in log.splitlines() if line.startswith("phase ")]
+    if stopped_at is not None:
+        row.update(status=f"stopped by the watchdog at {stopped_at:.1f} GiB", fits=False, phases_seen=phases,
+                   reason=f"the job's processes together passed {args.kill_at_gib} GiB resident; phases reached: "
+                          + "; ".join(phases[-4:]))
+        return row
+    if returncode != 0 or not os.path.isfile(path):
+        row.update(status=f"failed (exit {returncode})", fits=False, reason=log[-800:])
         return row
     with open(path) as fh:
         measured = json.load(fh)
@@ -245,6 +258,34 @@ def run_case(name: str, args) -> dict:
     row.update(status="ran", measured=measured, fits=sum(measured["peak_rss_gib_per_rank"]) < 24.0,
                peak_over_prediction=max(measured["peak_rss_gib_per_rank"]) / pred["total_gib"])
     return row
+
+
+def watched(cmd: list, kill_at_gib: float) -> tuple:
+    """Run ``cmd`` in its own process group, stopping it (SIGKILL to the group) when its processes
+    together pass ``kill_at_gib`` resident: the kernel's OOM killer would otherwise pick any process on
+    the machine. Returns (exit status, GiB at the stop or None, stdout and stderr)."""
+    import signal
+    import tempfile
+
+    import psutil
+
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+        stopped_at = None
+        while proc.poll() is None:
+            try:
+                root = psutil.Process(proc.pid)
+                rss = sum(p.memory_info().rss for p in [root] + root.children(recursive=True)) / GIB
+            except psutil.Error:
+                rss = 0.0
+            if rss > kill_at_gib:
+                stopped_at = rss
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                break
+            time.sleep(0.5)
+        log.seek(0)
+        return proc.returncode, stopped_at, log.read()
 
 
 def markdown(rows: list, args) -> str:
