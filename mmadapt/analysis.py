@@ -13,13 +13,13 @@ import os
 import torch
 
 
-def analyse(out: str, task_dirs: list, paths: tuple) -> dict:
+def analyse(out: str, task_dirs: list, paths: tuple, seed: int = 0) -> dict:
     from safetensors.torch import load_file
 
     from .alignment import dictionary_embeddings, layer_similarity
     from .evaluators import ZeroShot
     from .hf_io import load_into, load_pretrained_state_dict, pretrained_model_config
-    from .model import MiniJointForMaskedLM
+    from .model import MiniJointForMaskedLM, fresh_embedding_rows
     from .artifacts import load_pack
     from .tokenizer import load_tokenizer
 
@@ -36,9 +36,8 @@ def analyse(out: str, task_dirs: list, paths: tuple) -> dict:
     model = MiniJointForMaskedLM(dataclasses.replace(cfg, mini_head=False, mini_layers=None, hidden_dropout=0.0,
                                                      attention_dropout=0.0))
     load_into(model, state)
-    g = torch.Generator().manual_seed(0)
-    candidates = {"step 0 (random)": torch.randn(oracle.shape, generator=g) * cfg.initializer_range,
-                  "dictionary oracle": oracle}
+    step0 = fresh_embedding_rows(dataclasses.replace(cfg, vocab_size=len(target_tok)), seed)  # as step 2 starts
+    candidates = {"step 0 (random)": step0, "dictionary oracle": oracle}
     for path in paths:
         candidates[f"{path} best"] = load_pack(os.path.join(out, f"step2-{path}"), "best")[0]["word_embeddings"]
     pairs = os.path.join(out, "data", "parallel.dev.tsv")

@@ -287,7 +287,7 @@ class Demo:
         print("step 2 budget: " + ", ".join(f"{p} {plan[p][0]} steps" for p in self.paths()), flush=True)
         self.adapt(task_dirs, plan)
         t1 = time.perf_counter()
-        analysis = analyse(self.out, task_dirs, self.paths())
+        analysis = analyse(self.out, task_dirs, self.paths(), self.cfg.seed)
         self.timings["analysis"] = time.perf_counter() - t1
         self.timings["total"] = time.perf_counter() - t0
         return write_demo_report(self.out, dataclasses.asdict(self.cfg), self.timings, task_dirs, self.paths(),

@@ -123,10 +123,10 @@ def load_step2_source(cfg: AdaptConfig, target_vocab: int) -> Step2Model:
 
 def initial_embeddings(src: Step2Model, target_tok, init: str, source_tok, seed: int):
     """(embeddings, head bias, rows copied) for the new vocabulary."""
-    g = torch.Generator().manual_seed(seed)
-    v, h = src.step_cfg.vocab_size, src.step_cfg.hidden_size
-    emb = torch.randn(v, h, generator=g) * src.step_cfg.initializer_range
-    bias = torch.zeros(v)
+    from ..model import fresh_embedding_rows
+
+    emb = fresh_embedding_rows(src.step_cfg, seed)
+    bias = torch.zeros(src.step_cfg.vocab_size)
     copied = 0
     if init == "overlap":
         source_emb = src.primary_sd["roberta.embeddings.word_embeddings.weight"]
