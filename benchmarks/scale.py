@@ -44,21 +44,25 @@ PHASES = ("start", "build", "engine", "forward", "backward", "step")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--output", default=os.path.join(REPO, "benchmarks", "results"))
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--output", default=os.path.join(REPO, "benchmarks", "results"),
+                   help="directory of the report")
     p.add_argument("--name", default="scale", help="file stem of the report (scale.md / scale.json)")
-    p.add_argument("--nproc", type=int, default=2)
-    p.add_argument("--deepspeed_config", default="ds_configs/zero3_cpu.json")
-    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--nproc", type=int, default=2, help="ranks (the deepspeed launcher's --num_gpus)")
+    p.add_argument("--deepspeed_config", default="ds_configs/zero3_cpu.json",
+                   help="DeepSpeed config (a shipped one by name, or a path)")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: weights and activations in bf16 (DeepSpeed's bf16 section)")
     p.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up step)")
-    p.add_argument("--seq_len", type=int, default=512)
+    p.add_argument("--seq_len", type=int, default=512, help="tokens per sequence")
     p.add_argument("--batch", type=int, default=1, help="sequences per rank per step")
-    p.add_argument("--mini_layers", type=int, default=4)
+    p.add_argument("--mini_layers", type=int, default=4, help="k: layers of the mini-model")
     p.add_argument("--memory_budget_gib", type=float, default=20.0,
                    help="don't start a case predicted to need more than this over all ranks")
     p.add_argument("--kill_at_gib", type=float, default=21.0,
                    help="watchdog: stop a job whose processes together pass this resident size")
-    p.add_argument("--cases", nargs="+", default=CPU_CASES, choices=list(CASES))
+    p.add_argument("--cases", nargs="+", default=CPU_CASES, choices=list(CASES), help="cases to run, in order")
     p.add_argument("--preset", action="append", default=[], metavar="CASE_PRESET=OTHER",
                    help="run a case at another size preset (e.g. xlmr-xl=small to check the script)")
     p.add_argument("--worker", choices=list(CASES), help=argparse.SUPPRESS)

@@ -56,19 +56,21 @@ SECTION_C = "(c) MFU at xlmr-base dimensions"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--output", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--output", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
+                   help="directory of the report")
     p.add_argument("--preset", default=None, help="size preset for (a) and (b), e.g. xlmr-base, xlmr-large "
                    "(default: the dimension flags below)")
-    p.add_argument("--hidden_size", type=int, default=256)
-    p.add_argument("--num_layers", type=int, default=12)
-    p.add_argument("--num_heads", type=int, default=4)
+    p.add_argument("--hidden_size", type=int, default=256, help="model width")
+    p.add_argument("--num_layers", type=int, default=12, help="L")
+    p.add_argument("--num_heads", type=int, default=4, help="attention heads")
     p.add_argument("--intermediate_size", type=int, default=None, help="default 4 x hidden")
-    p.add_argument("--vocab_size", type=int, default=250002)
+    p.add_argument("--vocab_size", type=int, default=250002, help="rows of the embedding")
     p.add_argument("--mini_layers", type=int, default=None, help="default L/6")
-    p.add_argument("--seq_len", type=int, default=128)
+    p.add_argument("--seq_len", type=int, default=128, help="tokens per sequence")
     p.add_argument("--batch", type=int, default=8, help="sequences per step")
-    p.add_argument("--masking", type=float, default=0.15)
+    p.add_argument("--masking", type=float, default=0.15, help="share of tokens predicted")
     p.add_argument("--steps", type=int, default=4, help="timed steps per configuration")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
