@@ -85,6 +85,22 @@ def test_instances_report_each_verdict_and_the_spread(run):
     assert data[0] != data[1]
 
 
+def test_demo_table_lines_up_finished_reports_and_refuses_other_files(run, tmp_path):
+    out, instances, reports = run
+    paths = [os.path.join(out, f"seed-{s}", "report.json") for s in (3, 4)]
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "demo_table.py"), *paths],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith(("| 3 |", "| 4 |"))]
+    assert len(rows) == 2 and all("| 40 | source |" in row for row in rows), proc.stdout
+    assert f"met on {instances['met']} of 2 instances" in proc.stdout
+    bad = tmp_path / "report.json"
+    bad.write_text("not json")
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "demo_table.py"), str(bad)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and str(bad) in proc.stderr
+
+
 def test_report_files_and_the_three_rows(run):
     out, _, reports = run
     one = os.path.join(out, "seed-3")
