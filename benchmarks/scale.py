@@ -93,8 +93,9 @@ def ds_config(args, world: int, batch: int):
 def predicted_gib_per_rank(name: str, args) -> dict:
     """ZeRO-3 model states per rank: weights (4 B/param fp32, 2 B bf16), and for trainable parameters a
     gradient (weight's size), the optimizer's fp32 partition (4 B, kept even in fp32 runs) and Adam's
-    two fp32 moments (8 B), all partitioned over the ranks; plus the largest tensor gathered whole and
-    the reduce and prefetch buckets of the DeepSpeed config. Activations and the runtime come on top."""
+    two fp32 moments (8 B), all partitioned over the ranks; plus the largest tensor gathered whole, the
+    reduce and prefetch buckets of the DeepSpeed config, and two whole dense copies of the embedding's
+    gradient (see below). Activations and the runtime come on top."""
     from mmadapt.flops import model_parameters, parameter_counts
 
     cfg, case = case_config(name, args), CASES[name]
@@ -109,8 +110,14 @@ def predicted_gib_per_rank(name: str, args) -> dict:
     zero = ds_config(args, args.nproc, args.batch)["zero_optimization"]
     buckets = zero.get("reduce_bucket_size", 5e8) + zero.get("stage3_prefetch_bucket_size", 5e7)
     gathered = width * max(counts["layer"], counts["token_embeddings"]) + 4 * buckets
+    # The embedding's gradient comes out of autograd dense and whole (V x h) on every rank before ZeRO
+    # partitions it, and with tied output projections autograd holds the running sum and the next use's
+    # contribution at once: two whole copies (measured: without this term xlmr-xl's mini path peaked at
+    # 1.5x the prediction, with it within 1.1x).
+    dense_grad = 2 * width * counts["token_embeddings"]
     return {"parameters": params, "trainable": trainable, "model_states_gib": states / GIB,
-            "gathered_gib": gathered / GIB, "total_gib": (states + gathered) / GIB}
+            "gathered_gib": gathered / GIB, "dense_embedding_grad_gib": dense_grad / GIB,
+            "total_gib": (states + gathered + dense_grad) / GIB}
 
 
 def _rss_gib() -> tuple:
@@ -236,7 +243,8 @@ def run_case(name: str, args) -> dict:
     need = pred["total_gib"] * args.nproc
     if need > args.memory_budget_gib:
         row.update(status="not started", fits=False,
-                   reason=f"predicted {need:.1f} GiB of model states over {args.nproc} ranks > the guard's budget "
+                   reason=f"predicted {need:.1f} GiB (model states, gathered tensors, dense embedding gradients) over "
+                          f"{args.nproc} ranks > the guard's budget "
                           f"{args.memory_budget_gib} GiB (a 24 GiB machine; activations and the runtime come on top)")
         return row
     cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(args.nproc), "--master_port",
@@ -308,7 +316,8 @@ def markdown(rows: list, args) -> str:
                      f"{p['total_gib']:.2f} | " + " | ".join(cells) + f" | {'yes' if r['fits'] else 'no'} |")
     phased = [r for r in rows if r.get("measured")]
     if phased:
-        lines += ["", "Resident memory of rank 0 after each phase of the first step (GiB):", "",
+        lines += ["", "Resident memory of rank 0 after each phase of the first step (GiB; Adam's moments are allocated at "
+                  "the first optimizer step, so the first backward is below the steady state the peak includes):", "",
                   "| case | " + " | ".join(PHASES) + " | peak |", "|---" * (len(PHASES) + 2) + "|"]
         for r in phased:
             m = r["measured"]
@@ -318,8 +327,9 @@ def markdown(rows: list, args) -> str:
     if notes:
         lines += [""] + [f"- {r['case']}: {r['reason']}" for r in notes]
     lines += ["", "Predicted = weights + (gradient + fp32 optimizer partition + Adam moments) of trainable parameters, "
-              "partitioned over the ranks, plus the largest tensor gathered whole and the reduce and prefetch buckets "
-              "of the DeepSpeed config. Measured = each rank's resident high-water mark (VmHWM; the runtime, "
+              "partitioned over the ranks, plus the largest tensor gathered whole, the reduce and prefetch buckets "
+              "of the DeepSpeed config, and two whole dense copies of the embedding's gradient (autograd's running "
+              "sum over the tied uses and the next contribution, before ZeRO partitions it). Measured = each rank's resident high-water mark (VmHWM; the runtime, "
               "activations and allocator caches included), or device memory on a GPU. MFU = analytic FLOPs per step "
               "/ median step time / the matmul peak measured in the same job, all ranks together."]
     return "\n".join(lines) + "\n"

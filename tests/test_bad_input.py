@@ -95,7 +95,9 @@ def test_auto_values_come_from_the_typed_config():
 
 
 def test_every_shipped_ds_config_resolves():
-    for name in ("zero3.json", "zero3_cpu.json", "zero2.json", "zero3_offload.json"):
+    names = sorted(n for n in os.listdir(os.path.join(REPO, "ds_configs")) if n.endswith(".json"))
+    assert {"zero3.json", "zero3_cpu.json", "zero3_cpu_bf16.json", "zero2.json", "zero3_offload.json"} <= set(names)
+    for name in names:
         ds, _ = resolve_ds_config(os.path.join(REPO, "ds_configs", name), TrainConfig(), world_size=1)
         assert "auto" not in json.dumps(ds), name
 
