@@ -26,11 +26,13 @@ def main(argv=None) -> int:
     for path in args.reports:
         try:
             with open(path, encoding="utf-8") as fh:
-                reports.append(json.load(fh))
-        except (OSError, ValueError) as e:
-            print(f"error: {path}: not a readable demo report.json ({e}); pass the report.json of a finished "
-                  "`mmadapt demo` run", file=sys.stderr)
+                report = json.load(fh)
+            instances_table([report])  # a field missing shows here, named with its file
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"error: {path}: not a demo report.json ({type(e).__name__}: {e}); pass the report.json of a "
+                  "finished `mmadapt demo` run", file=sys.stderr)
             return 2
+        reports.append(report)
     print("\n".join(instances_table(reports)))
     return 0
 

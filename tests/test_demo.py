@@ -94,11 +94,13 @@ def test_demo_table_lines_up_finished_reports_and_refuses_other_files(run, tmp_p
     rows = [line for line in proc.stdout.splitlines() if line.startswith(("| 3 |", "| 4 |"))]
     assert len(rows) == 2 and all("| 40 | source |" in row for row in rows), proc.stdout
     assert f"met on {instances['met']} of 2 instances" in proc.stdout
-    bad = tmp_path / "report.json"
-    bad.write_text("not json")
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "demo_table.py"), str(bad)],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and str(bad) in proc.stderr
+    for text in ("not json", '{"verdict": {}}'):  # not JSON; JSON but not a demo report
+        bad = tmp_path / "report.json"
+        bad.write_text(text)
+        proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "demo_table.py"), paths[0], str(bad)],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and str(bad) in proc.stderr, text
+        assert proc.stdout == ""  # no half table
 
 
 def test_report_files_and_the_three_rows(run):
