@@ -48,7 +48,8 @@ def main(argv=None) -> int:
 def run(cfg, results: str) -> dict:
     from mmadapt.demo import DEMO_MARKER, Demo, check
     from mmadapt.outdir import claim_run_dir
-    from mmadapt.report import CHANCE, dev_best, plot_curves, saving_to_reach
+    from mmadapt.report import CHANCE, plot_curves
+    from mmadapt.verdict import dev_best, saving_to_reach
 
     check(cfg)
     out = os.path.abspath(cfg.output_dir)

@@ -110,11 +110,11 @@ def load_finetuned(path: str, flag: str = "--model"):
     from safetensors.torch import load_file
 
     from .config import ModelConfig
-    from .tasks import build_task_model, task_spec
+    from .tasks import build_task_model, spec_of
     from .tokenizer import load_tokenizer
 
     meta = read_finetune_meta(path, flag)
-    spec = task_spec(meta["task"])
+    spec = spec_of(meta)
     cfg = dataclasses.replace(ModelConfig(**meta["model_config"]), hidden_dropout=0.0, attention_dropout=0.0)
     model = build_task_model(spec, cfg, meta.get("pooling", "cls"))
     model.load_state_dict(load_file(os.path.join(path, FINETUNE_WEIGHTS)))

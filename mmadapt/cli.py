@@ -90,7 +90,8 @@ class ExportConfig:
     run_dir: Optional[str] = _f(None, "a pretraining --output_dir: its latest checkpoint becomes a Hugging Face MLM "
                                 "(with --language_pack: the target-language MLM)")
     finetuned: Optional[str] = _f(None, "a launchers/finetune.py --output_dir: with --language_pack, the adapted "
-                                  "task model for AutoModelForSequenceClassification (or ...QuestionAnswering)")
+                                  "task model for AutoModelForSequenceClassification (pair and classify tasks) or "
+                                  "AutoModelForQuestionAnswering (mlqa)")
     language_pack: Optional[str] = _f(None, "a step-2 --output_dir whose embeddings and tokenizer go in")
     embeddings: str = _f("best", "which of the pack's embeddings: best or last", choices=("best", "last"))
     output_dir: Optional[str] = _f(None, "directory to write (an earlier export there is replaced; anything "

@@ -98,13 +98,36 @@ class Retrieval:
         return {"retrieval_top1": retrieval_top1(self.source_vecs, target_vecs)}
 
 
+def common_task(metas: list):
+    """The one task (spec) that fine-tuned models' finetune.json records share; models of different tasks,
+    or of classify with different N, cannot be averaged."""
+    from .errors import ConfigError
+    from .tasks import spec_of
+
+    specs = {spec_of(meta) for meta in metas}
+    if len(specs) > 1:
+        names = sorted(f"{spec.name} ({len(spec.labels)} labels)" for spec in specs)
+        raise ConfigError(f"--task_models are fine-tuned for different tasks: {', '.join(names)}; fix: score "
+                          "models of one task (and one label set) together")
+    return specs.pop()
+
+
+def zero_shot_figures(spec) -> tuple:
+    """What zero-shot scoring reports for a task (each as ``zero_shot_<name>``): accuracy (pair tasks),
+    accuracy and macro-F1 (classify), F1 (QA)."""
+    return {"pair": ("accuracy",), "single": ("accuracy", "macro_f1"), "qa": ("f1",)}[spec.kind]
+
+
 class ZeroShot:
-    """Accuracy (or F1) of fine-tuned task models with the candidate embeddings swapped in, mean over them.
+    """Zero-shot figures of fine-tuned task models with the candidate embeddings swapped in, mean over them:
+    accuracy (pair tasks), accuracy and macro-F1 (classify) or F1 (QA); see ``zero_shot_figures``.
 
     ``eval_files`` maps a figure prefix to a task file: {"": test, "dev_": dev} gives
     ``zero_shot_accuracy`` and ``dev_zero_shot_accuracy`` from one load of the models. The task models
-    are plain copies on ``device``. ``distributed``: a collective, called on every rank; each rank scores
-    a share of the examples and the sums are reduced across ranks.
+    are plain copies on ``device``, all fine-tuned for one task (and, for classify, one N). ``distributed``:
+    a collective, called on every rank; each rank scores a share of the examples and the counts
+    (a classifier's confusion matrix, QA's F1 summed over examples) are summed across ranks, so macro-F1
+    is the whole split's, not a mean of shares.
     """
 
     def __init__(self, task_dirs: list, eval_files: dict, target_tokenizer, device=None,
@@ -116,41 +139,50 @@ class ZeroShot:
 
         self.device = torch.device(device or "cpu")
         self.models = [load_finetuned(d) for d in task_dirs]
+        self.spec = common_task([meta for _, _, _, meta in self.models])
         for _, task_model, _, _ in self.models:
             task_model.to(self.device)
         self.world = dist.get_world_size() if distributed and dist.is_initialized() else 1
         rank = dist.get_rank() if self.world > 1 else 0
         self.splits = {}  # prefix -> (this rank's examples, all examples' count)
         for prefix, path in eval_files.items():
-            examples = load_examples(self.models[0][0], path)
+            examples = load_examples(self.spec, path)
             self.splits[prefix] = (examples[rank::self.world], len(examples))
         self.target_tokenizer = target_tokenizer
 
-    def __call__(self, embeddings: torch.Tensor) -> dict:
+    def _figures(self, task_model, meta: dict, examples: list, total: int) -> dict:
+        """One model's figures on the whole split (every rank's share)."""
         import torch.distributed as dist
 
-        from .packs import swap_language
-        from .tasks import score
+        from .tasks import classification_scores, confusion_matrix, predict_labels, score
 
-        key = "accuracy" if self.models[0][0].kind == "pair" else "f1"
+        spec, n = self.spec, len(self.spec.labels)
+        if spec.classifies:
+            counts = confusion_matrix(*predict_labels(task_model, self.target_tokenizer, examples,
+                                                      meta["max_seq_length"]), n) if examples \
+                else torch.zeros(n, n, dtype=torch.float64)
+        else:
+            result = score(spec, task_model, self.target_tokenizer, examples, meta["max_seq_length"]) \
+                if examples else {"f1": 0.0, "examples": 0}
+            counts = torch.tensor([result["f1"] * result["examples"]], dtype=torch.float64)  # summed F1
+        if self.world > 1:
+            counts = counts.to(self.device)
+            dist.all_reduce(counts)
+            counts = counts.cpu()
+        return classification_scores(spec, counts) if spec.classifies else {"f1": counts.item() / total}
+
+    def __call__(self, embeddings: torch.Tensor) -> dict:
+        from .packs import swap_language
+
         for _, task_model, _, _ in self.models:
             swap_language(task_model, {"word_embeddings": embeddings.detach().to(self.device)})
         out = {}
         for prefix, (examples, total) in self.splits.items():
-            sums = []  # per model: the score times the examples it covers (correct answers, or F1 points)
-            for spec, task_model, _, meta in self.models:
-                if examples:
-                    result = score(spec, task_model, self.target_tokenizer, examples, meta["max_seq_length"])
-                    sums.append(result[key] * result["examples"])
-                else:
-                    sums.append(0.0)
-            if self.world > 1:
-                reduced = torch.tensor(sums, dtype=torch.float64, device=self.device)
-                dist.all_reduce(reduced)
-                sums = reduced.tolist()
-            scores = [x / total for x in sums]
-            out[f"{prefix}zero_shot_{key}"] = sum(scores) / len(scores)
-            out[f"{prefix}zero_shot_{key}_per_model"] = scores
+            per_model = [self._figures(task_model, meta, examples, total) for _, task_model, _, meta in self.models]
+            for key in zero_shot_figures(self.spec):
+                scores = [figures[key] for figures in per_model]
+                out[f"{prefix}zero_shot_{key}"] = sum(scores) / len(scores)
+                out[f"{prefix}zero_shot_{key}_per_model"] = scores
         return out
 
 

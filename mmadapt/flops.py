@@ -276,3 +276,11 @@ def measure_forward_flops(fn: Callable[[], "object"]) -> tuple["object", float]:
     with FlopCounterMode(display=False) as counter:
         result = fn()
     return result, float(counter.get_total_flops())
+
+
+def fused_attention_runs(cfg) -> bool:
+    """Whether training runs a fused attention kernel (which recomputes its scores in backward, see
+    above): torch's CPU kernels take the plain math path when attention dropout is on."""
+    from .engine import device
+
+    return cfg.attention_dropout == 0.0 or device().type != "cpu"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from collections.abc import Mapping
 from typing import Optional
 
@@ -21,8 +22,13 @@ from .errors import ConfigError
 MINI_HEAD_FILE = "mini_head.safetensors"
 MODEL_CONFIG_FILE = "mmadapt_model.json"
 SUPPORTED_TYPES = ("xlm-roberta", "roberta")
+# A mean-pooled task model's export ships this module's source (modeling_mmadapt_pooling.py) beside its weights.
+MEAN_POOLING_MODULE = "modeling_mmadapt_pooling"
+MEAN_POOLING_CLASSES = {"AutoConfig": "MeanPooledXLMRobertaConfig",
+                        "AutoModelForSequenceClassification": "MeanPooledXLMRobertaForSequenceClassification"}
 # What an export writes (tokenizer files aside): an existing output holding anything else is refused.
-EXPORT_FILES = ("config.json", "model.safetensors", "generation_config.json", MINI_HEAD_FILE, MODEL_CONFIG_FILE)
+EXPORT_FILES = ("config.json", "model.safetensors", "generation_config.json", MINI_HEAD_FILE, MODEL_CONFIG_FILE,
+                MEAN_POOLING_MODULE + ".py")
 
 
 def is_pretrained_ref(name: str) -> bool:
@@ -65,10 +71,11 @@ def read_pretrained_arch(path: str) -> dict:
     return {"arch": arch, "extras": extras}
 
 
-def hf_config(cfg: ModelConfig):
+def hf_config(cfg: ModelConfig, config_class=None):
+    """Hugging Face's config of our model (``config_class``: an XLMRobertaConfig subclass instead)."""
     from transformers import XLMRobertaConfig
 
-    return XLMRobertaConfig(
+    return (config_class or XLMRobertaConfig)(
         vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
         num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
         max_position_embeddings=cfg.max_position_embeddings, type_vocab_size=cfg.type_vocab_size,
@@ -245,44 +252,59 @@ def pretrained_model_config(path: str, **overrides) -> ModelConfig:
 
 def export_adapted_task_model(finetuned_dir: str, pack_dir: str, out_dir: str, which: str = "best") -> str:
     """A fine-tuned task model with a language pack swapped in, as a plain Hugging Face directory:
-    ``AutoModelForSequenceClassification`` (pair tasks) or ``AutoModelForQuestionAnswering`` (MLQA) loads
-    it, with the target tokenizer beside it. Refused: a pack of another source model, and mean pooling,
-    which Hugging Face's classification head (the <s> state) does not do."""
-    from transformers import XLMRobertaForQuestionAnswering, XLMRobertaForSequenceClassification
-
+    ``AutoModelForSequenceClassification`` (pair tasks, and classify with its N labels named "0".."N-1") or
+    ``AutoModelForQuestionAnswering`` (MLQA) loads it, with the target tokenizer beside it. Refused: a pack of
+    another source model."""
     from .artifacts import load_finetuned, load_pack
     from .outdir import replaced_directory
     from .packs import check_pack_source
     from .tokenizer import TOKENIZER_FILES, load_tokenizer
 
     spec, model, _, meta = load_finetuned(finetuned_dir, "--finetuned")
-    if meta.get("pooling", "cls") != "cls":
-        raise ConfigError(f"--finetuned {finetuned_dir}: fine-tuned with --pooling {meta['pooling']}, but Hugging "
-                          "Face's classification head reads the <s> state only; fix: fine-tune with --pooling cls "
-                          "(or use launchers/evaluate.py, which pools as the model was trained)")
     tensors, pack_meta = load_pack(pack_dir, which)
     check_pack_source(pack_meta, meta["source_checksum"], f"--finetuned {finetuned_dir}")
     target_tok = load_tokenizer(os.path.join(pack_dir, "tokenizer"))
     cfg = dataclasses.replace(ModelConfig(**meta["model_config"]), vocab_size=tensors["word_embeddings"].shape[0])
-    hf = hf_config(cfg)
-    state = {k: v for k, v in model.state_dict().items()}
+    hf_model, remote_code = _hf_task_model(spec, cfg, meta.get("pooling", "cls"))
+    state = dict(model.state_dict())
     state["roberta.embeddings.word_embeddings.weight"] = tensors["word_embeddings"]
-    if spec.kind == "pair":
-        hf.num_labels = len(spec.labels)
-        hf.id2label = dict(enumerate(spec.labels))
-        hf.label2id = {name: i for i, name in enumerate(spec.labels)}
-        hf_model = XLMRobertaForSequenceClassification(hf)
-    else:
-        hf.num_labels = 2
-        hf_model = XLMRobertaForQuestionAnswering(hf)
     missing, unexpected = hf_model.load_state_dict(state, strict=False)
     missing = [m for m in missing if not m.endswith(("position_ids", "token_type_ids"))]
     if missing or unexpected:
         raise RuntimeError(f"export: missing {missing}, unexpected {unexpected}")
     with replaced_directory(out_dir, EXPORT_FILES + TOKENIZER_FILES, "--output_dir") as tmp:
         hf_model.save_pretrained(tmp)
+        if remote_code:
+            shutil.copyfile(remote_code, os.path.join(tmp, MEAN_POOLING_MODULE + ".py"))
         target_tok.save_pretrained(tmp)
     return out_dir
+
+
+def _hf_task_model(spec, cfg: ModelConfig, pooling: str):
+    """(the Hugging Face model for a task, the file of its modeling code or None when transformers has it).
+
+    <s> pooling is transformers' own XLMRobertaForSequenceClassification. Mean pooling is a subclass (with a
+    config type of its own) whose source, ``modeling_mmadapt_pooling.py``, travels with the export, named in
+    the config's ``auto_map``: loading it needs ``trust_remote_code=True``."""
+    from transformers import XLMRobertaForQuestionAnswering, XLMRobertaForSequenceClassification
+
+    if not spec.classifies:
+        hf = hf_config(cfg)
+        hf.num_labels = 2
+        return XLMRobertaForQuestionAnswering(hf), None
+    module = None
+    if pooling == "cls":
+        model_class, hf = XLMRobertaForSequenceClassification, hf_config(cfg)
+    else:
+        from . import modeling_mmadapt_pooling as module
+
+        model_class = getattr(module, MEAN_POOLING_CLASSES["AutoModelForSequenceClassification"])
+        hf = hf_config(cfg, getattr(module, MEAN_POOLING_CLASSES["AutoConfig"]))
+        hf.auto_map = {auto: f"{MEAN_POOLING_MODULE}.{name}" for auto, name in MEAN_POOLING_CLASSES.items()}
+    hf.num_labels = len(spec.labels)
+    hf.id2label = dict(enumerate(spec.labels))
+    hf.label2id = {name: i for i, name in enumerate(spec.labels)}
+    return model_class(hf), (module.__file__ if module else None)
 
 
 def export_adapted_mlm(model_path: str, pack_dir: str, out_dir: str, which: str = "best") -> str:

@@ -47,14 +47,22 @@ def run_launcher(script: str, args: list, nproc: int, log_path: str) -> float:
 
 
 def run_stage(run_dir: str, name: str, script: str, args: list, nproc: int, reuse: bool = True):
-    """A stage writing ``run_dir/name`` (a directory the caller claimed): kept if complete and ``reuse``,
-    else run from scratch (its log in ``run_dir/logs/name.log``). Returns the seconds it took, None when kept."""
-    from .artifacts import complete
+    """A stage writing ``run_dir/name`` (a directory the caller claimed), the one skip/resume policy of the
+    demo, the pipeline and the benchmarks: with ``reuse``, a complete stage (summary.json) is kept and an
+    interrupted one with a checkpoint continues from it (``--resume``: the stage itself refuses a resume
+    whose model or data flags changed); anything else runs from scratch. Its log goes to
+    ``run_dir/logs/name.log``. Returns the seconds it took, None when kept."""
+    from .artifacts import CHECKPOINTS, complete
+    from .engine import latest_tag
 
     out = os.path.join(run_dir, name)
     if reuse and complete(out):
         print(f"\n== {name}: complete, reused", flush=True)
         return None
-    shutil.rmtree(out, ignore_errors=True)
-    print(f"\n== {name}", flush=True)
+    if reuse and latest_tag(os.path.join(out, CHECKPOINTS)) is not None:
+        print(f"\n== {name}: resumed from its last checkpoint", flush=True)
+        args = list(args) + ["--resume"]
+    else:
+        shutil.rmtree(out, ignore_errors=True)
+        print(f"\n== {name}", flush=True)
     return run_launcher(script, args, nproc, os.path.join(run_dir, "logs", f"{name}.log"))

@@ -20,15 +20,31 @@ class Masker:
 
     def __call__(self, input_ids: torch.Tensor, generator: torch.Generator):
         """Return (masked inputs, labels with IGNORE_INDEX where nothing is predicted)."""
+        return self.rows(input_ids, [generator])
+
+    def rows(self, input_ids: torch.Tensor, generators: list):
+        """Mask a batch: row i's draws come from ``generators[i]`` (one generator: the whole batch from it).
+
+        The draws are made per row in a fixed order (choice, action, replacement), so a row's masking is
+        the same whatever batch it is in; the masking itself is done once for the whole batch (per-row
+        torch calls cost about 0.3 ms a row on CPU, more than the draws)."""
+        if len(generators) == 1:
+            g = generators[0]
+            draws = [torch.rand(input_ids.shape, generator=g), torch.rand(input_ids.shape, generator=g),
+                     torch.randint(len(self.ordinary_ids), input_ids.shape, generator=g)]
+        else:
+            shape = input_ids.shape[1:]
+            per_row = [(torch.rand(shape, generator=g), torch.rand(shape, generator=g),
+                        torch.randint(len(self.ordinary_ids), shape, generator=g)) for g in generators]
+            draws = [torch.stack(d) for d in zip(*per_row)]
+        choice, action, picks = draws
         inputs = input_ids.clone()
         labels = input_ids.clone()
         candidates = ~torch.isin(input_ids, self.special_ids)
-        chosen = (torch.rand(input_ids.shape, generator=generator) < self.probability) & candidates
+        chosen = (choice < self.probability) & candidates
         labels[~chosen] = IGNORE_INDEX
-        action = torch.rand(input_ids.shape, generator=generator)
         to_mask = chosen & (action < 0.8)
         to_random = chosen & (action >= 0.8) & (action < 0.9)
         inputs[to_mask] = self.mask_id
-        picks = torch.randint(len(self.ordinary_ids), input_ids.shape, generator=generator)
         inputs[to_random] = self.ordinary_ids[picks][to_random]
         return inputs, labels

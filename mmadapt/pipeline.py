@@ -12,7 +12,9 @@ resumes where it stopped and a new language reuses everything before step 2. The
       pretrain: {model: small, mini_layers: 2, train_files: [en.txt], tokenizer: tok-en, max_steps: 2000}
       minipost: {extract_layers: 2, new_layers: 2, train_files: [en.txt], max_steps: 500}  # optional
     task: {name: xnli, train_file: mnli.jsonl, eval_file: xnli.en.jsonl, args: {epochs: 2, lr: 2.0e-5}}
+    # or one text per example: {name: classify, train_file: sib.en.jsonl, args: {num_labels: 7}}
     through: [mini, full]
+    init: [normal]                    # step 2's starts, each a run: normal, overlap and/or focus
     step2: {max_steps: 2000, eval_every: 200, lr: 1.0e-3}
     languages:
       - {name: de, train_files: [de.txt], eval_files: [de.test.txt], task_eval_file: xnli.de.jsonl,
@@ -27,8 +29,7 @@ import json
 import os
 
 from .errors import ConfigError, exit_status
-from .artifacts import complete
-from .launch import run_launcher
+from .launch import run_stage
 
 REQUIRED = {"output_dir", "source", "task", "languages"}
 PIPELINE_MARKER = ".mmadapt-pipeline"
@@ -73,9 +74,24 @@ def load_config(path: str) -> dict:
         for key in ("name", "train_files"):
             if key not in lang:
                 raise ConfigError(f"pipeline config {path}: languages[{i}] lacks `{key}`; fix: add it")
+    task = cfg["task"]
+    if not isinstance(task, dict) or "train_file" not in task:
+        raise ConfigError(f"pipeline config {path}: task lacks `train_file`; fix: add it")
+    from .tasks import TASKS
+
+    if task.get("name", "xnli") not in TASKS:
+        raise ConfigError(f"pipeline config {path}: task name {task['name']!r} is not one of {', '.join(TASKS)}; "
+                          "fix: pick one of them")
     bad = set(cfg.get("through", ["mini", "full"])) - {"mini", "full"}
     if bad:
         raise ConfigError(f"pipeline config {path}: through {sorted(bad)}; fix: use mini and/or full")
+    from .stages.adapt import INITS
+
+    bad = set(cfg.get("init", [])) - set(INITS)
+    if bad:
+        raise ConfigError(f"pipeline config {path}: init {sorted(bad)}; fix: use {', '.join(INITS)}")
+    if "init" in cfg and "init" in (cfg.get("step2") or {}):
+        raise ConfigError(f"pipeline config {path}: init is given twice (top level and step2); fix: keep one")
     # Every flag mapping is checked now, not when its stage comes (after earlier stages ran).
     for flags in (cfg.get("common"), src.get("pretrain"), src.get("minipost"), cfg["task"].get("args"),
                   cfg.get("step2")):
@@ -98,19 +114,8 @@ class Pipeline:
         return os.path.join(self.out, *parts)
 
     def stage(self, name: str, script: str, args: list) -> str:
-        out = self.path(name)
-        if complete(out):
-            print(f"== {name}: complete, skipped", flush=True)
-            return out
-        if os.path.isdir(out):  # an interrupted stage: continue it from its last checkpoint
-            args = args + ["--resume"] if os.path.isfile(os.path.join(out, "checkpoints", "latest")) else args
-            if "--resume" not in args:
-                import shutil
-                shutil.rmtree(out)
-        print(f"== {name}", flush=True)
-        run_launcher(script, self.ds + self.common + args + ["--output_dir", out], self.nproc,
-                     self.path("logs", f"{name}.log"))
-        return out
+        run_stage(self.out, name, script, self.ds + self.common + args + ["--output_dir", self.path(name)], self.nproc)
+        return self.path(name)
 
     def source_model(self) -> tuple[str, dict]:
         src = self.cfg["source"]
@@ -160,6 +165,9 @@ class Pipeline:
                 variants = [("", [])]
                 if through == "mini" and "minipost" in minis:
                     variants.append(("-minipost", ["--mini_model", minis["minipost"]]))
+                if "init" in self.cfg:  # each start a run of its own; normal keeps the plain name
+                    variants = [(suffix + ("" if init == "normal" else f"-{init}"), extra + ["--init", init])
+                                for suffix, extra in variants for init in self.cfg["init"]]
                 for suffix, extra in variants:
                     name = f"step2-{lang['name']}-{through}{suffix}"
                     evals = ["--eval_files", *lang["eval_files"]] if lang.get("eval_files") else []

@@ -1,14 +1,18 @@
-"""Downstream tasks for steps 3 and 4: XNLI, PAWS-X (pair classification) and MLQA (extractive QA).
+"""Downstream tasks for steps 3 and 4: XNLI, PAWS-X (pair classification), classify (single-text
+classification: SIB-200, topic, sentiment) and MLQA (extractive QA).
 
 Data come from local files in the tasks' own schemas (jsonl, or tsv with a header row), which is what
 tests use, or from `datasets` hub names for users with network access. Each example is checked: a
 missing field, a label outside the task's set, or an answer that is not in its context is one clear
-error naming the file and line.
+error naming the file and line. ``classify`` has no fixed label set: its labels are integers 0..N-1,
+N given by ``--num_labels`` or read from the training data (largest label + 1), and a fine-tuned model
+records its N (``num_labels`` in finetune.json; ``spec_of`` turns that record back into the task).
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import re
 import string
@@ -27,10 +31,15 @@ from .model import Encoder, Linear, TaskOutput
 @dataclass(frozen=True)
 class TaskSpec:
     name: str
-    kind: str  # "pair" or "qa"
+    kind: str  # "pair", "single" (one text) or "qa"
     fields: tuple
-    labels: tuple = ()
+    labels: tuple = ()  # classify: "0".."N-1" once N is known, () before
     hub: str = ""
+
+    @property
+    def classifies(self) -> bool:
+        """A sequence classifier's task (pair or single text), scored by accuracy."""
+        return self.kind != "qa"
 
 
 TASKS = {
@@ -38,14 +47,40 @@ TASKS = {
                      ("entailment", "neutral", "contradiction"), "xnli"),
     "pawsx": TaskSpec("pawsx", "pair", ("sentence1", "sentence2", "label"), ("different", "paraphrase"),
                       "paws-x"),
+    "classify": TaskSpec("classify", "single", ("text", "label")),
     "mlqa": TaskSpec("mlqa", "qa", ("context", "question", "answers"), (), "mlqa"),
 }
 
 
-def task_spec(name: str) -> TaskSpec:
+def task_spec(name: str, num_labels: Optional[int] = None) -> TaskSpec:
+    """The task ``name``; for classify with ``num_labels`` N, its labels 0..N-1 (other tasks' sets are fixed)."""
     if name not in TASKS:
         raise ConfigError(f"--task {name!r} is not one of {', '.join(TASKS)}; fix: pick one of them")
-    return TASKS[name]
+    spec = TASKS[name]
+    if num_labels is None or num_labels == len(spec.labels):
+        return spec
+    if spec.kind != "single":
+        raise ConfigError(f"--num_labels {num_labels}: {name} has a fixed set of {len(spec.labels)} labels; fix: "
+                          "drop --num_labels (it is for --task classify)")
+    if num_labels < 2:
+        raise ConfigError(f"--num_labels {num_labels}: a classifier needs at least 2 labels; fix: give N >= 2")
+    return dataclasses.replace(spec, labels=tuple(str(i) for i in range(num_labels)))
+
+
+def spec_of(meta: dict) -> TaskSpec:
+    """The task a fine-tuned model was trained for, from its finetune.json (classify: with its N)."""
+    return task_spec(meta["task"], meta.get("num_labels"))
+
+
+def with_labels_of(spec: TaskSpec, examples: list, source: str) -> TaskSpec:
+    """classify without --num_labels: N is the training data's largest label + 1 (others: as they are)."""
+    if spec.kind != "single" or spec.labels:
+        return spec
+    n = max(e["label"] for e in examples) + 1
+    if n < 2:
+        raise ConfigError(f"task data {source}: every label is 0, so there is one class; fix: give examples of "
+                          "at least 2 classes, or pass --num_labels N")
+    return task_spec(spec.name, n)
 
 
 def _records(path: str):
@@ -72,12 +107,27 @@ def _records(path: str):
 def _label(spec: TaskSpec, value, where: str) -> int:
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         value = int(value)
+    if spec.kind == "single":
+        return _class_index(spec, value, where)
     if isinstance(value, int) and 0 <= value < len(spec.labels):
         return value
     if isinstance(value, str) and value in spec.labels:
         return spec.labels.index(value)
     raise ConfigError(f"{where}: label {value!r} is not in {spec.name}'s set {list(range(len(spec.labels)))} "
                       f"/ {list(spec.labels)}; fix: correct or drop the example")
+
+
+def _class_index(spec: TaskSpec, value, where: str) -> int:
+    """classify's label: an integer in 0..N-1 (any N >= its value + 1 while N is not known yet)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where}: label {value!r} is not an integer; fix: classify labels are class indices "
+                          "0..N-1 (map label names to integers first)")
+    n = len(spec.labels)
+    if value < 0 or (n and value >= n):
+        known = f"0..{n - 1} ({n} labels)" if n else "0..N-1"
+        raise ConfigError(f"{where}: label {value} is outside {known}; fix: correct or drop the example"
+                          + (f", or fine-tune with --num_labels {value + 1} or more" if value >= n else ""))
+    return value
 
 
 def load_examples(spec: TaskSpec, path=None, dataset: Optional[str] = None,
@@ -105,6 +155,8 @@ def load_examples(spec: TaskSpec, path=None, dataset: Optional[str] = None,
         if spec.kind == "pair":
             out.append({"a": str(rec[spec.fields[0]]), "b": str(rec[spec.fields[1]]),
                         "label": _label(spec, rec["label"], where)})
+        elif spec.kind == "single":
+            out.append({"a": str(rec["text"]), "label": _label(spec, rec["label"], where)})
         else:
             answers = rec["answers"]
             texts, starts = list(answers["text"]), [int(s) for s in answers["answer_start"]]
@@ -128,7 +180,8 @@ POOLINGS = ("cls", "mean")
 class PairClassifier(nn.Module):
     """Encoder + Hugging Face's RoBERTa classification head, on the <s> token (``cls``, as Hugging Face)
     or on the mean of the non-padding states (``mean``: the same weights; small models learn a pair
-    task from it several times faster than from an <s> state that pretraining never used)."""
+    task from it several times faster than from an <s> state that pretraining never used). The input
+    is a sentence pair or, for classify, one text: the same model either way."""
 
     def __init__(self, cfg: ModelConfig, num_labels: int, pooling: str = "cls"):
         super().__init__()
@@ -176,14 +229,16 @@ class SpanExtractor(nn.Module):
 
 
 def build_task_model(spec: TaskSpec, cfg: ModelConfig, pooling: str = "cls") -> nn.Module:
-    return SpanExtractor(cfg) if spec.kind == "qa" else PairClassifier(cfg, len(spec.labels), pooling)
+    return PairClassifier(cfg, len(spec.labels), pooling) if spec.classifies else SpanExtractor(cfg)
 
 
 # ---------------------------------------------------------------------------------------- encoding
 
 
 def encode_pairs(examples: list, tokenizer, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    enc = tokenizer([e["a"] for e in examples], [e["b"] for e in examples], truncation=True,
+    """Token ids and labels of a classifier's examples: sentence pairs, or single texts (classify)."""
+    pairs = [e["b"] for e in examples] if "b" in examples[0] else None
+    enc = tokenizer([e["a"] for e in examples], pairs, truncation=True,
                     max_length=max_len, padding="max_length", return_tensors="pt")
     return enc["input_ids"], torch.tensor([e["label"] for e in examples])
 
@@ -242,17 +297,66 @@ def squad_f1(prediction: str, truth: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def confusion_matrix(gold: torch.Tensor, pred: torch.Tensor, num_labels: int) -> torch.Tensor:
+    """counts[g, p]: examples of gold label g predicted as p (float64, so that ranks can sum them)."""
+    counts = torch.zeros(num_labels * num_labels, dtype=torch.float64)
+    counts.index_add_(0, gold.long() * num_labels + pred.long(), torch.ones(len(gold), dtype=torch.float64))
+    return counts.view(num_labels, num_labels)
+
+
+def macro_f1(confusion: torch.Tensor) -> float:
+    """The mean, over the labels present in gold or predictions, of each label's F1 = 2TP / (2TP + FP + FN);
+    a label nobody used (zero row and column) does not count, as in scikit-learn's f1_score(average="macro")
+    on the labels seen."""
+    tp = confusion.diag()
+    gold, pred = confusion.sum(1), confusion.sum(0)  # TP + FN, TP + FP
+    present = (gold + pred) > 0
+    if not present.any():
+        return 0.0
+    return (2 * tp[present] / (gold[present] + pred[present])).mean().item()
+
+
+def classification_scores(spec: TaskSpec, confusion: torch.Tensor) -> dict:
+    """Accuracy (every classifier) and macro-F1 (classify, whose classes may be unbalanced) of a confusion."""
+    out = {"accuracy": (confusion.trace() / confusion.sum().clamp(min=1)).item()}
+    if spec.kind == "single":
+        out["macro_f1"] = macro_f1(confusion)
+    return out
+
+
+@torch.no_grad()
+def predict_labels(model: nn.Module, tokenizer, examples: list, max_len: int,
+                   batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gold labels, a classifier's predictions) on ``examples``."""
+    model.eval()
+    device = next(model.parameters()).device
+    ids, labels = encode_pairs(examples, tokenizer, max_len)
+    preds = torch.cat([model.logits(ids[i:i + batch_size].to(device)).argmax(-1).cpu()
+                       for i in range(0, len(ids), batch_size)])
+    return labels, preds
+
+
+MAX_ANSWER_TOKENS = 30
+
+
+def span_mask(n: int, device, max_tokens: int = MAX_ANSWER_TOKENS) -> torch.Tensor:
+    """allowed[s, e]: a span may start at token s and end at e (s <= e < s + max_tokens), built on ``device``,
+    the scores' own (a CPU mask applied to an accelerator's scores fails or copies on every batch)."""
+    ones = torch.ones(n, n, dtype=torch.bool, device=device)
+    return torch.triu(ones) & ~torch.triu(ones, max_tokens)
+
+
 @torch.no_grad()
 def score(spec: TaskSpec, model: nn.Module, tokenizer, examples: list, max_len: int,
           batch_size: int = 64) -> dict:
-    """Accuracy (pair tasks) or exact match and F1 in % (QA) of ``model`` on ``examples``."""
+    """Accuracy (pair tasks), accuracy and macro-F1 (classify) or exact match and F1 (QA) of ``model`` on
+    ``examples``, each a fraction (0..1)."""
+    if spec.classifies:
+        gold, pred = predict_labels(model, tokenizer, examples, max_len, batch_size)
+        return {**classification_scores(spec, confusion_matrix(gold, pred, len(spec.labels))),
+                "examples": len(examples)}
     model.eval()
     device = next(model.parameters()).device
-    if spec.kind == "pair":
-        ids, labels = encode_pairs(examples, tokenizer, max_len)
-        preds = torch.cat([model.logits(ids[i:i + batch_size].to(device)).argmax(-1).cpu()
-                           for i in range(0, len(ids), batch_size)])
-        return {"accuracy": (preds == labels).float().mean().item(), "examples": len(examples)}
     ids, _, offsets, ctx, kept = encode_qa(examples, tokenizer, max_len, train=False)
     em = f1 = 0.0
     for start in range(0, len(ids), batch_size):
@@ -260,11 +364,9 @@ def score(spec: TaskSpec, model: nn.Module, tokenizer, examples: list, max_len: 
         mask = ctx[start:start + batch_size].to(device)
         s_log = logits[..., 0].masked_fill(~mask, -1e9)
         e_log = logits[..., 1].masked_fill(~mask, -1e9)
-        # best span with start <= end < start + 30
         scores = s_log[:, :, None] + e_log[:, None, :]
         n = scores.shape[1]
-        allowed = torch.triu(torch.ones(n, n, dtype=torch.bool)) & ~torch.triu(torch.ones(n, n, dtype=torch.bool), 30)
-        flat = scores.masked_fill(~allowed, -1e9).flatten(1).argmax(-1)
+        flat = scores.masked_fill(~span_mask(n, scores.device), -1e9).flatten(1).argmax(-1)
         for j, idx in enumerate(flat.tolist()):
             s, e = divmod(idx, n)
             row = start + j
@@ -273,4 +375,4 @@ def score(spec: TaskSpec, model: nn.Module, tokenizer, examples: list, max_len: 
             em += max(float(_normalize(text) == _normalize(a)) for a in ex["answers"])
             f1 += max(squad_f1(text, a) for a in ex["answers"])
     n_all = len(examples)  # examples whose context was cut count as wrong
-    return {"exact_match": 100 * em / n_all, "f1": 100 * f1 / n_all, "examples": n_all}
+    return {"exact_match": em / n_all, "f1": f1 / n_all, "examples": n_all}

@@ -49,6 +49,12 @@ class Trainer:
     eval_history: list = field(default_factory=list)
     eval_seconds: float = 0.0
     has_mini_loss: bool = False
+    # Where a step's time goes (seconds summed over this run's steps, this rank): building the batch (with
+    # the step's target count reduced over ranks), forward, backward, and DeepSpeed's step (gradient
+    # reduction and the optimizer). Exact on CPU; on an accelerator these are host times unless
+    # MMADAPT_SYNC_PHASES=1 synchronises the device at each boundary.
+    phase_seconds: dict = field(default_factory=lambda: dict.fromkeys(("batch", "forward", "backward", "step"), 0.0))
+    _train_start: float = 0.0
 
     @property
     def checkpoint_dir(self) -> str:
@@ -68,18 +74,23 @@ class Trainer:
         DeepSpeed averages gradients over ranks and divides the loss by the accumulation steps; the
         factor world x accumulation undoes both.
         """
+        clock = _PhaseClock(self.phase_seconds, self.engine.device)
         batches = [[t.to(self.engine.device) for t in self.make_batch(step, m)] for m in range(self.accumulation)]
         counts = torch.stack([b[-1].ne(IGNORE_INDEX).sum() for b in batches]).float()
         total = counts.sum().clone()
         dist.all_reduce(total)
         scale = self.world_size * self.accumulation / total.clamp(min=1)
         sums = torch.zeros(3, device=self.engine.device)
+        clock.lap("batch")
         for micro, (batch, n) in enumerate(zip(batches, counts)):
             # Dropout draws from a stream fixed by the position, so resume repeats the run exactly.
             torch.manual_seed(self.train.seed * 7919 + (step * self.accumulation + micro) * 257 + self.rank)
             out = self.engine(*batch)
+            clock.lap("forward")
             self.engine.backward(out.loss * n * scale)
+            clock.lap("backward")
             self.engine.step()
+            clock.lap("step")
             self.has_mini_loss = out.mini_loss is not None
             mini = out.mini_loss if out.mini_loss is not None else torch.zeros((), device=sums.device)
             sums += torch.stack([out.mlm_loss.detach().float() * n, mini.detach().float() * n, n])
@@ -92,12 +103,15 @@ class Trainer:
 
     def run_eval(self, step: int) -> None:
         t0 = time.perf_counter()
+        # training seconds of this run so far (evaluations excluded): the wall-clock beside the FLOPs
+        trained = t0 - self._train_start - self.eval_seconds
         self.engine.eval()
         with torch.no_grad():
             figures = self.evaluate(step)
         self.engine.train()
         if self.rank == 0:
-            record = {"step": step, "flops": step * self.step_flops.total, **figures}
+            record = {"step": step, "flops": step * self.step_flops.total, **figures,
+                      "train_seconds": trained, "eval_seconds": time.perf_counter() - t0}
             self.eval_history.append(record)
             with open(os.path.join(self.output_dir, EVAL_FILE), "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
@@ -132,7 +146,7 @@ class Trainer:
         tokens_per_step = self.tokens_per_step
         window = torch.zeros(3, device=self.engine.device)
         window_steps, window_start = 0, time.perf_counter()
-        start_time = time.perf_counter()
+        start_time = self._train_start = time.perf_counter()
         bar = tqdm(total=stop, initial=self.start_step, desc="train", disable=self.rank != 0,
                    dynamic_ncols=True)
         step = self.start_step
@@ -184,6 +198,7 @@ class Trainer:
             "flops_per_step": self.step_flops.as_dict(),
             "wall_clock_s": wall,
             "eval_seconds": self.eval_seconds,
+            "phase_seconds": dict(self.phase_seconds),
             "tokens_per_s": done * tokens_per_step / max(wall, 1e-9),
             "achieved_flops_per_s": done * self.step_flops.total / max(wall, 1e-9),
             "peak_memory_bytes_per_rank": eng.peak_memory_per_rank(),
@@ -194,13 +209,30 @@ class Trainer:
         return out
 
 
+class _PhaseClock:
+    """Laps of one optimizer step into ``phases`` (see Trainer.phase_seconds)."""
+
+    def __init__(self, phases: dict, device):
+        self.phases, self.t = phases, time.perf_counter()
+        self.sync = None
+        if torch.device(device).type != "cpu" and os.environ.get("MMADAPT_SYNC_PHASES") == "1":
+            from deepspeed.accelerator import get_accelerator
+            self.sync = get_accelerator().synchronize
+
+    def lap(self, phase: str) -> None:
+        if self.sync is not None:
+            self.sync()
+        now = time.perf_counter()
+        self.phases[phase] += now - self.t
+        self.t = now
+
+
 def mlm_batches(blocks, plan: BatchPlan, masker: Masker, seed: int, rank: int) -> Callable[[int, int], tuple]:
     """(step, micro) -> (masked input ids, labels) for this rank: a pure function of its arguments."""
 
     def make(step: int, micro: int) -> tuple:
         ids = blocks[plan.indices(step, micro, rank)]["input_ids"]
         first = plan.first_row(micro, rank)
-        rows = [masker(ids[j:j + 1], row_generator(seed, step, first + j)) for j in range(len(ids))]
-        return torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
+        return masker.rows(ids, [row_generator(seed, step, first + j) for j in range(len(ids))])
     return make
 

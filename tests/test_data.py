@@ -92,7 +92,7 @@ def test_expected_predicted_tokens_leave_out_special_and_padding_tokens(text_and
 
 def test_the_attention_path_counted_is_the_one_that_runs():
     from mmadapt.config import ModelConfig
-    from mmadapt.stages.runner import fused_attention_runs
+    from mmadapt.flops import fused_attention_runs
 
     assert fused_attention_runs(ModelConfig(attention_dropout=0.0))
     assert not fused_attention_runs(ModelConfig(attention_dropout=0.1))  # CPU: the math path with dropout

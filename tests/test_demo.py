@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from mmadapt.report import dev_best, saving_to_reach
+from mmadapt.verdict import dev_best, noise_tolerance
 
 from conftest import REPO
 
@@ -118,6 +118,13 @@ def test_report_files_and_the_three_rows(run):
     attempts = report["finetune_attempts"]
     assert [a["seed"] for a in attempts] == [0, 2, 1] and [a["kept"] for a in attempts] == [False, True, True]
     assert os.path.isdir(os.path.join(one, "finetune-2"))
+    # wall-clock beside FLOPs: training seconds grow mark by mark, the phases of a step add up to less than it
+    for path in ("full", "mini", "minipost"):
+        seconds = [r["train_seconds"] for r in curve(one, path)]
+        assert seconds[0] < 1.0 and all(b > a for a, b in zip(seconds, seconds[1:])), (path, seconds)
+        s2 = report["step2"][path]
+        assert 0 < sum(s2["phase_ms_per_step"].values()) <= s2["ms_per_step"] and s2["eval_seconds"] > 0
+    assert "training time to reach the standard final" in text
     assert set(report["curves"]) == {"full", "mini", "minipost"}
     assert report["one_time_flops"]["minipost_flops"] > 0
     assert 0.0 <= report["oracle"]["zero_shot_accuracy"] <= 1.0
@@ -155,18 +162,20 @@ def test_every_best_is_chosen_on_dev_and_scored_on_test(run):
         assert v[f"{path}_best"] == chosen[key] == dev_best(c, key)[key]
         assert v[f"{path}_best_flops"] == chosen["flops"]
     assert v["standard_final"] == full[-1][key] and v["mini_final"] == mini[-1][key]
-    # the saving and its interval, recomputed: first mini mark at or above the standard final
-    reach = next((i for i, r in enumerate(mini[1:]) if r[key] >= full[-1][key] - 1e-9), None)
-    if reach is None:
-        assert v["flops_saving_to_reach"] is None
+    # the held crossing: from its mark on every MiniJoint mark is within the test noise of the standard
+    # final, and the mark before it is not (the rule itself is tested on hand-made curves, test_verdict.py)
+    bar = full[-1][key] - noise_tolerance(full[-1][key], 24)  # --task_test 24
+    assert v["tolerance"] == pytest.approx(noise_tolerance(full[-1][key], 24))
+    if v["reach_mark"] is None:
+        assert v["flops_saving_to_reach"] is None and mini[-1][key] < bar
     else:
-        assert v["flops_saving_to_reach"] == pytest.approx(full[-1]["flops"] / mini[1 + reach]["flops"])
-        upper = None if reach == 0 else full[-1]["flops"] / mini[reach]["flops"]
-        assert v["flops_saving_upper_bound"] == (None if upper is None else pytest.approx(upper))
-    assert saving_to_reach(full, mini, key)["saving"] == v["flops_saving_to_reach"]
+        held = mini[v["reach_mark"]:]
+        assert all(r[key] >= bar - 1e-9 for r in held)
+        assert v["reach_mark"] == 1 or mini[v["reach_mark"] - 1][key] < bar
+        assert v["flops_saving_to_reach"] == pytest.approx(full[-1]["flops"] / held[0]["flops"])
     assert v["checks"]["mini_best_within_2_points"] == (v["mini_best"] >= v["standard_best"] - 0.02 - 1e-9)
-    assert v["checks"]["both_well_above_chance"] == (min(v["standard_best"], v["mini_best"]) >= 1 / 3 + 0.15)
-    assert v["standard_converged"] == (abs(full[-1][key] - full[-2][key]) <= 0.01 + 1e-9)
+    assert reports[3]["verdict_met"] == all(v["checks"].values())
+    assert "task_models_learn_the_task" in v["checks"] and "standard_converged" in v["checks"]
     # the pack's best embeddings are the dev-chosen evaluation's
     pack = json.load(open(os.path.join(one, "step2-mini", "pack.json")))
     assert pack["best_step"] * reports[3]["step2"]["mini"]["flops_per_step"] == pytest.approx(v["mini_best_flops"])

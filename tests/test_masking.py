@@ -45,3 +45,18 @@ def test_masking_is_a_function_of_the_generator(text_and_tokenizer):
     c = masker(ids, torch.Generator().manual_seed(6))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not torch.equal(a[1], c[1])
+
+
+def test_a_row_masks_alike_alone_and_in_a_batch(text_and_tokenizer):
+    """Masker.rows masks the whole batch at once from per-row generators: each row must come out as it
+    does masked alone (what keeps resume and world-size changes exact)."""
+    _, _, tok = text_and_tokenizer
+    masker = Masker(tok, 0.15)
+    ids = torch.randint(4, len(tok) - 1, (6, 40), generator=torch.Generator().manual_seed(3))
+    ids[2, -10:] = tok.pad_token_id
+    batch_inputs, batch_labels = masker.rows(ids, [torch.Generator().manual_seed(100 + i) for i in range(6)])
+    for i in range(6):
+        alone_inputs, alone_labels = masker(ids[i:i + 1], torch.Generator().manual_seed(100 + i))
+        assert torch.equal(batch_inputs[i:i + 1], alone_inputs) and torch.equal(batch_labels[i:i + 1], alone_labels)
+    # and the rows differ from each other (each its own stream)
+    assert not torch.equal(batch_labels[0], batch_labels[1])

@@ -24,10 +24,12 @@ import torch
 
 from ..config import DataConfig, ModelConfig, TrainConfig, _f
 from ..errors import ConfigError
+from ..flops import fused_attention_runs
 from .pretrain import MLMStage
-from .runner import check_train_inputs, fused_attention_runs, training_main
+from .runner import check_train_inputs, training_main
 
 TRAINABLE = ("roberta.embeddings.word_embeddings.weight", "head.bias")
+INITS = ("normal", "overlap", "focus")
 
 
 @dataclass
@@ -38,8 +40,13 @@ class AdaptConfig:
                       choices=("mini", "full"))
     mini_model: Optional[str] = _f(None, "MiniPost mini-model directory (none: the model's MiniJoint head)")
     init: str = _f("normal", "new embeddings: normal N(0, 0.02); overlap: rows of tokens whose string is in "
-                   "the source vocabulary start from the source row", choices=("normal", "overlap"))
-    source_tokenizer: Optional[str] = _f(None, "source tokenizer for --init overlap and retrieval (none: --model's)")
+                   "the source vocabulary start from the source row; focus: overlap, and every other token a "
+                   "sparse mix of the overlapping rows by fastText similarity on --train_files (FOCUS)",
+                   choices=INITS)
+    focus_min_count: int = _f(10, "--init focus: a token seen fewer times in --train_files gets no fastText "
+                              "vector and starts as --init normal")
+    source_tokenizer: Optional[str] = _f(None, "source tokenizer for --init overlap/focus and retrieval "
+                                         "(none: --model's)")
     train_head_bias: bool = _f(True, "train the head bias over the new vocabulary (zeros at start; "
                                "--no_train_head_bias keeps it at zero)")
     eval_files: list = _f([], "held-out target text for the primary model's MLM loss", nargs="+")
@@ -52,11 +59,13 @@ class AdaptConfig:
     task_models: list = _f([], "fine-tuned source task models (launchers/finetune.py): zero-shot score at "
                            "each evaluation, mean over them", nargs="+")
     task_eval_file: Optional[str] = _f(None, "target-language task file (test) for --task_models")
-    task_dev_file: Optional[str] = _f(None, "target-language dev task file: dev_zero_shot_accuracy, which "
-                                      "--select_by reads instead of the test figure")
+    task_dev_file: Optional[str] = _f(None, "target-language dev task file: dev_zero_shot_accuracy (and the "
+                                      "task's other figures), which --select_by reads instead of the test figure")
     select_by: str = _f("eval_loss", "figure that picks the pack's best embeddings (its dev_ figure when a "
-                        "dev file is given: the test files then only report)",
-                        choices=("eval_loss", "retrieval_top1", "zero_shot_accuracy", "zero_shot_f1"))
+                        "dev file is given: the test files then only report); zero_shot_accuracy: pair and "
+                        "classify tasks, zero_shot_macro_f1: classify, zero_shot_f1: mlqa",
+                        choices=("eval_loss", "retrieval_top1", "zero_shot_accuracy", "zero_shot_macro_f1",
+                                 "zero_shot_f1"))
     activation_checkpointing: bool = _f(False, "recompute each layer in backward")
 
 
@@ -122,23 +131,47 @@ def load_step2_source(cfg: AdaptConfig, target_vocab: int) -> Step2Model:
 
 
 def initial_embeddings(src: Step2Model, target_tok, init: str, source_tok, seed: int):
-    """(embeddings, head bias, rows copied) for the new vocabulary."""
+    """(embeddings, head bias, rows copied) for the new vocabulary: --init normal or overlap."""
+    from ..focus import shared_pieces
     from ..model import fresh_embedding_rows
 
     emb = fresh_embedding_rows(src.step_cfg, seed)
     bias = torch.zeros(src.step_cfg.vocab_size)
-    copied = 0
+    shared = {}
     if init == "overlap":
         source_emb = src.primary_sd["roberta.embeddings.word_embeddings.weight"]
-        source_vocab = source_tok.get_vocab()
-        for piece, tid in target_tok.get_vocab().items():
-            sid = source_vocab.get(piece)
-            if sid is not None and sid < source_emb.shape[0]:
-                emb[tid] = source_emb[sid]
-                bias[tid] = src.head_bias_source[sid]
-                copied += 1
+        shared = shared_pieces(target_tok, source_tok, source_emb.shape[0])
+        for tid, sid in shared.items():
+            emb[tid], bias[tid] = source_emb[sid], src.head_bias_source[sid]
     emb[src.step_cfg.pad_token_id] = 0.0
-    return emb, bias, copied
+    return emb, bias, len(shared)
+
+
+def focus_embeddings(src: Step2Model, target_tok, source_tok, texts, min_count: int, seed: int,
+                     names: tuple = ("--tokenizer", "--source_tokenizer")):
+    """--init focus (mmadapt/focus.py): a FocusStart (embeddings, head bias, counts, seconds). Deterministic
+    for a seed, so every rank computes the same; the stage still broadcasts rank 0's (see Adapt.load_data)."""
+    from ..focus import focus_start
+    from ..model import fresh_embedding_rows
+
+    start = focus_start(fresh_embedding_rows(src.step_cfg, seed),
+                        src.primary_sd["roberta.embeddings.word_embeddings.weight"], src.head_bias_source,
+                        target_tok, source_tok, texts, min_count, names)
+    start.embeddings[src.step_cfg.pad_token_id] = 0.0
+    return start
+
+
+def same_on_every_rank(*tensors: torch.Tensor) -> None:
+    """Rank 0's values, in place, on every rank: one start for all even where floating point differs."""
+    import torch.distributed as dist
+
+    from .. import engine as eng
+
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        for t in tensors:
+            buf = t.to(eng.device())
+            dist.broadcast(buf, 0)
+            t.copy_(buf.cpu())
 
 
 def gathered_language_params(engine) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,6 +194,8 @@ def check_adapt_inputs(cfg: AdaptConfig, data_cfg) -> None:
         check_text_file(path, data_cfg.text_field)
     if cfg.eval_every < 1:
         raise ConfigError(f"--eval_every {cfg.eval_every} must be >= 1; fix: give a positive value")
+    if cfg.focus_min_count < 1:
+        raise ConfigError(f"--focus_min_count {cfg.focus_min_count} must be >= 1; fix: give a positive count")
     if cfg.parallel_dev_file and not cfg.parallel_file:
         raise ConfigError("--parallel_dev_file needs --parallel_file (the test pairs); fix: add it")
     for path in filter(None, (cfg.parallel_file, cfg.parallel_dev_file)):
@@ -174,13 +209,18 @@ def check_adapt_inputs(cfg: AdaptConfig, data_cfg) -> None:
         raise ConfigError("--task_dev_file needs --task_models to score; fix: add them or drop it")
     if cfg.task_models:
         from ..artifacts import read_finetune_meta
+        from ..evaluators import common_task, zero_shot_figures
+        from ..tasks import load_examples
 
+        spec = common_task([read_finetune_meta(path, "--task_models") for path in cfg.task_models])
         for path in filter(None, (cfg.task_eval_file, cfg.task_dev_file)):
-            check_text_file(path, None)
-        for path in cfg.task_models:
-            read_finetune_meta(path, "--task_models")
-    wanted = {"eval_loss": cfg.eval_files, "retrieval_top1": cfg.parallel_file,
-              "zero_shot_accuracy": cfg.task_models, "zero_shot_f1": cfg.task_models}[cfg.select_by]
+            load_examples(spec, path)  # fields and labels (classify: within the models' N), before any output
+        reported = [f"zero_shot_{name}" for name in zero_shot_figures(spec)]
+        if cfg.select_by.startswith("zero_shot_") and cfg.select_by not in reported:
+            raise ConfigError(f"--select_by {cfg.select_by}: the --task_models ({spec.name}) report "
+                              f"{', '.join(reported)}; fix: select by one of them")
+    wanted = cfg.task_models if cfg.select_by.startswith("zero_shot_") else \
+        {"eval_loss": cfg.eval_files, "retrieval_top1": cfg.parallel_file}[cfg.select_by]
     if not wanted and cfg.select_by != "eval_loss":  # eval_loss is the default: no evaluation, no choice
         raise ConfigError(f"--select_by {cfg.select_by} has nothing to measure it; fix: pass the matching "
                           "--eval_files / --parallel_file / --task_models")
@@ -205,8 +245,19 @@ class Adapt(MLMStage):
         if data_cfg.max_seq_length + 2 > self.src.step_cfg.max_position_embeddings:
             raise ConfigError(f"--max_seq_length {data_cfg.max_seq_length} needs {data_cfg.max_seq_length + 2} "
                               f"positions, the model has {self.src.step_cfg.max_position_embeddings}; fix: lower it")
-        needs_source = cfg.init == "overlap" or cfg.parallel_file
+        needs_source = cfg.init != "normal" or cfg.parallel_file
         self.source_tok = load_tokenizer(cfg.source_tokenizer or cfg.model) if needs_source else None
+        self.focus = None
+        if cfg.init == "focus":  # on every rank, before anything is written: bad input is one line on each
+            from ..data import iter_texts
+
+            if not data_cfg.train_files:
+                raise ConfigError("--init focus trains its fastText vectors on --train_files; fix: pass the "
+                                  "target text as --train_files, or use --init overlap")
+            self.focus = focus_embeddings(
+                self.src, self.target_tok, self.source_tok, iter_texts(data_cfg.train_files, data_cfg.text_field),
+                cfg.focus_min_count, self.train.seed,
+                (f"--tokenizer {data_cfg.tokenizer}", f"--source_tokenizer {cfg.source_tokenizer or cfg.model}"))
         self.resolve_ds()
 
     def load_data(self, rank: int, world: int) -> None:
@@ -220,13 +271,19 @@ class Adapt(MLMStage):
             blocks = build_blocks(self.target_tok, d.max_seq_length, cfg.eval_files, text_field=d.text_field,
                                   cache_dir=d.cache_dir, is_main=rank == 0, barrier=eng.barrier)
             self.eval_blocks = blocks.select(range(min(cfg.eval_blocks, len(blocks))))
-        self.init_emb, self.init_bias, self.copied = initial_embeddings(self.src, self.target_tok, cfg.init,
-                                                                        self.source_tok, self.train.seed)
+        if self.focus:
+            self.init_emb, self.init_bias, self.copied = self.focus.embeddings, self.focus.bias, self.focus.copied
+            same_on_every_rank(self.init_emb, self.init_bias)
+        else:
+            self.init_emb, self.init_bias, self.copied = initial_embeddings(self.src, self.target_tok, cfg.init,
+                                                                            self.source_tok, self.train.seed)
 
     def describe_data(self) -> str:
-        src = self.src
+        src, f = self.src, self.focus
+        focus = (f"; FOCUS: {f.combined} combined from overlapping rows, {f.fallen_back} fell back to normal "
+                 f"(no fastText vector), {f.seconds:.1f} s before step 2") if f else ""
         return (f"step 2 through {src.kind} ({src.depth} of {src.primary_cfg.num_layers} layers); "
-                f"{len(self.target_tok)} target tokens, {self.copied} rows copied from the source")
+                f"{len(self.target_tok)} target tokens, {self.copied} rows copied from the source" + focus)
 
     def build(self):
         from ..model import MiniModel
@@ -260,7 +317,9 @@ class Adapt(MLMStage):
         return {"source_model": os.path.abspath(cfg.model), "source_checksum": body_checksum(src.primary_sd),
                 "through": cfg.through, "mini_kind": src.kind, "depth": src.depth, "init": cfg.init,
                 "rows_copied": self.copied, "vocab_size": len(self.target_tok),
-                "hidden_size": src.step_cfg.hidden_size, "select_by": cfg.select_by}
+                "hidden_size": src.step_cfg.hidden_size, "select_by": cfg.select_by,
+                # a one-time cost before step 2, like MiniPost's step 1b: not in step 2's FLOPs or seconds
+                **({"focus": self.focus.report()} if self.focus else {})}
 
     def evaluation(self, engine, resumed: dict, rank: int):
         """The primary model's figures every --eval_every steps; the best (by --select_by, on dev when

@@ -6,7 +6,9 @@
 
 Each ``--language_pack`` is scored on the ``--eval_files`` entry at the same position (one file for
 all packs is fine); ``--language_pack source`` scores the fine-tuned model as it is, with the source
-embeddings. Results go to ``results.json`` and ``results.md`` in ``--output_dir``.
+embeddings. Results go to ``results.json`` and ``results.md`` in ``--output_dir``: accuracy (pair
+tasks), accuracy and macro-F1 (classify), exact match and F1 (mlqa), each a fraction (0..1). A classify
+file's labels must lie in the model's 0..N-1 (its finetune.json's ``num_labels``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ SOURCE = "source"
 
 @dataclass
 class EvaluateConfig:
-    task: Optional[str] = _f(None, "xnli, pawsx or mlqa (must match the fine-tuned model)")
+    task: Optional[str] = _f(None, "xnli, pawsx, classify or mlqa (must match the fine-tuned model)")
     model: Optional[str] = _f(None, "a launchers/finetune.py --output_dir")
     language_packs: list = _f([SOURCE], "step-2 output directories, or `source`", nargs="+",
                               aliases=("--language_pack",))

@@ -18,22 +18,26 @@ from typing import Optional
 
 from ..config import TrainConfig, _f
 from ..errors import ConfigError
-from .runner import Stage, check_steps, fused_attention_runs, training_main
+from ..flops import fused_attention_runs
+from .runner import Stage, check_steps, training_main
 
 
 @dataclass
 class FinetuneConfig:
-    task: str = _f("xnli", "xnli, pawsx or mlqa (SQuAD-format training data)", choices=("xnli", "pawsx", "mlqa"))
+    task: str = _f("xnli", "xnli, pawsx, classify (one text, integer label 0..N-1) or mlqa (SQuAD-format "
+                   "training data)", choices=("xnli", "pawsx", "classify", "mlqa"))
+    num_labels: Optional[int] = _f(None, "classify: the number of labels N (none: the training data's largest "
+                                   "label + 1)")
     model: Optional[str] = _f(None, "the primary model's Hugging Face directory (or a pretraining run directory)")
     tokenizer: Optional[str] = _f(None, "source tokenizer (none: the model directory's)")
     train_files: list = _f([], "local training files in the task's schema (.jsonl or .tsv)", aliases=("--train_file",))
     eval_files: list = _f([], "local source-language test files, scored at the end", aliases=("--eval_file",))
     dataset_name: Optional[str] = _f(None, "hub dataset instead of files (xnli, paws-x, squad)")
     dataset_config: Optional[str] = _f(None, "its config (e.g. en)")
-    max_seq_length: int = _f(128, "tokens per example (pair or question + context)")
+    max_seq_length: int = _f(128, "tokens per example (text, pair, or question + context)")
     epochs: Optional[float] = _f(None, "passes over the training data (sets --max_steps)")
-    pooling: str = _f("cls", "pair tasks: classify from the <s> state (cls, as Hugging Face) or the mean "
-                      "of all states (mean: learns faster in small models)", choices=("cls", "mean"))
+    pooling: str = _f("cls", "pair and classify tasks: classify from the <s> state (cls, as Hugging Face) or "
+                      "the mean of all states (mean: learns faster in small models)", choices=("cls", "mean"))
     dropout: Optional[float] = _f(None, "hidden and attention dropout while fine-tuning (none: the model's config)")
 
 
@@ -45,11 +49,11 @@ class Finetune(Stage):
     def prepare(self) -> None:
         from ..artifacts import model_dir
         from ..hf_io import pretrained_model_config
-        from ..tasks import load_examples, task_spec
+        from ..tasks import load_examples, task_spec, with_labels_of
         from ..tokenizer import load_tokenizer
 
         cfg = self.s["finetune"]
-        self.spec = task_spec(cfg.task)
+        self.spec = task_spec(cfg.task, cfg.num_labels)
         if not cfg.model:
             raise ConfigError("--model is missing; fix: pass the primary model's Hugging Face directory")
         cfg = self.s["finetune"] = dataclasses.replace(cfg, model=model_dir(cfg.model))
@@ -58,6 +62,9 @@ class Finetune(Stage):
         if cfg.dropout is not None and not 0.0 <= cfg.dropout < 1.0:
             raise ConfigError(f"--dropout {cfg.dropout}: not a dropout probability; fix: give a value in [0, 1)")
         self.examples = load_examples(self.spec, cfg.train_files, cfg.dataset_name, cfg.dataset_config, "train")
+        self.spec = with_labels_of(self.spec, self.examples, cfg.dataset_name or " ".join(cfg.train_files))
+        if self.spec.kind == "single":  # resolved: the run's config says N, however it was found
+            cfg = self.s["finetune"] = dataclasses.replace(cfg, num_labels=len(self.spec.labels))
         self.eval_examples = load_examples(self.spec, cfg.eval_files) if cfg.eval_files else None
         self.tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
         model_cfg = pretrained_model_config(cfg.model)
@@ -78,7 +85,7 @@ class Finetune(Stage):
         from ..tasks import encode_pairs, encode_qa
 
         length = self.s["finetune"].max_seq_length
-        if self.spec.kind == "pair":
+        if self.spec.classifies:
             self.ids, self.labels = encode_pairs(self.examples, self.tokenizer, length)
         else:
             self.ids, self.labels, _, _, _ = encode_qa(self.examples, self.tokenizer, length, train=True)
@@ -111,7 +118,7 @@ class Finetune(Stage):
         from ..flops import finetune_step_flops
 
         return finetune_step_flops(self.task_cfg, self.s["finetune"].max_seq_length, self.train.global_batch_size,
-                                   len(self.spec.labels) if self.spec.kind == "pair" else 2,
+                                   len(self.spec.labels) if self.spec.classifies else 2,
                                    fused_attention=fused_attention_runs(self.task_cfg))
 
     def tokens_per_step(self) -> int:
@@ -130,6 +137,8 @@ class Finetune(Stage):
         meta = {"task": spec.name, "model_config": dataclasses.asdict(self.task_cfg),
                 "source_model": os.path.abspath(cfg.model), "source_checksum": body_checksum(self.primary_sd),
                 "max_seq_length": cfg.max_seq_length, "pooling": cfg.pooling, "steps": summary["steps"]}
+        if spec.classifies:  # every later reader builds the head and checks its files' labels with this N
+            meta["num_labels"] = len(spec.labels)
         if self.eval_examples is not None:
             trained = build_task_model(spec, dataclasses.replace(self.task_cfg, hidden_dropout=0.0,
                                                                  attention_dropout=0.0), cfg.pooling)

@@ -19,8 +19,9 @@ from typing import Optional
 
 from ..config import DataConfig, TrainConfig, _f
 from ..errors import ConfigError
+from ..flops import fused_attention_runs
 from .pretrain import MLMStage
-from .runner import check_train_inputs, fused_attention_runs, training_main
+from .runner import check_train_inputs, training_main
 
 
 @dataclass

@@ -14,7 +14,8 @@ import os
 
 from ..config import SECTIONS, resolve_model
 from ..errors import ConfigError
-from .runner import Stage, check_train_inputs, fused_attention_runs, training_main
+from ..flops import fused_attention_runs
+from .runner import Stage, check_train_inputs, training_main
 
 
 class MLMStage(Stage):

@@ -134,14 +134,6 @@ def run(stage: Stage) -> dict:
     return summary
 
 
-def fused_attention_runs(cfg) -> bool:
-    """Whether training runs a fused attention kernel (which recomputes its scores in backward, see
-    mmadapt/flops.py): torch's CPU kernels take the plain math path when attention dropout is on."""
-    from ..engine import device
-
-    return cfg.attention_dropout == 0.0 or device().type != "cpu"
-
-
 def check_train_inputs(data_cfg, train) -> None:
     """An MLM stage's text, tokenizer and step counts."""
     from ..data import check_text_file
