@@ -140,6 +140,12 @@ class RealText:
                               "benchmarks/realtext.py --output")
         if not 1 <= a.mini_layers < a.num_layers:
             raise ConfigError(f"--mini_layers {a.mini_layers} is outside 1..{a.num_layers - 1}; fix: pick one")
+        for flag, value in (("--task_dev_limit", a.task_dev_limit), ("--task_test_limit", a.task_test_limit),
+                            ("--pairs", a.pairs), ("--nproc", a.nproc), ("--pretrain_steps", a.pretrain_steps)):
+            if value < 1:
+                raise ConfigError(f"{flag} {value}: must be >= 1; fix: give a positive count")
+        if not a.finetune_seeds:
+            raise ConfigError("--finetune_seeds is empty; fix: give at least one seed")
         if a.eval_marks < 2 or a.full_steps < a.eval_marks:
             raise ConfigError(f"--eval_marks {a.eval_marks} with --full_steps {a.full_steps}: need 2 <= eval_marks <= "
                               "full_steps; fix: raise --full_steps or change --eval_marks")

@@ -133,3 +133,14 @@ def test_missing_data_is_one_line_and_writes_nothing(tmp_path):
                            "--data", str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "mansec.en.text.txt" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_a_bad_count_is_one_line_and_writes_nothing(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    make_data(data, random.Random(1))
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "realtext.py"), "--output", str(out),
+                           "--data", str(data), "--languages", "de", "cipher", "--task_test_limit", "0"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--task_test_limit 0" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
