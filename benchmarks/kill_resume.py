@@ -23,15 +23,14 @@ import psutil
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from mmadapt.artifacts import RunDir  # noqa: E402
+from mmadapt.engine import latest_tag  # noqa: E402
 from mmadapt.launch import free_port  # noqa: E402
 
 
 def read_metrics(out: str) -> list:
-    path = os.path.join(out, "metrics.jsonl")
-    if not os.path.isfile(path):
-        return []
-    with open(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    run = RunDir(out)
+    return run.read_metrics() if os.path.isfile(run.metrics) else []
 
 
 def launcher_cmd(args_list: list, nproc: int = 2) -> list:
@@ -78,8 +77,7 @@ def main(argv=None) -> int:
     exit_code = job.wait(timeout=300)
     ended_after = time.time() - t0
     before = read_metrics(run)
-    with open(os.path.join(run, "checkpoints", "latest")) as fh:
-        tag = fh.read().strip()
+    tag = latest_tag(RunDir(run).checkpoints)
     subprocess.run(launcher_cmd(common + ["--output_dir", run, "--resume"]), cwd=REPO, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     resumed = read_metrics(run)

@@ -36,6 +36,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from mmadapt.artifacts import RunDir, has_tokenizer  # noqa: E402
 from mmadapt.errors import ConfigError, exit_status  # noqa: E402
 
 PATHS = ("full", "mini", "minipost")
@@ -135,7 +136,7 @@ class RealText:
                 need += [f"mansec.{lang}.text.txt", f"mansec.{lang}.dev.jsonl", f"mansec.{lang}.test.jsonl"]
         for name in need:
             check_text_file(self.src(name), None)
-        if a.pretrained and not os.path.isfile(os.path.join(self.base, "pretrain", "summary.json")):
+        if a.pretrained and not RunDir(os.path.join(self.base, "pretrain")).complete():
             raise ConfigError(f"--pretrained {a.pretrained}: no complete pretraining there; fix: point at an earlier "
                               "benchmarks/realtext.py --output")
         if not 1 <= a.mini_layers < a.num_layers:
@@ -165,7 +166,7 @@ class RealText:
 
         a = self.a
         if not a.pretrained:
-            if not os.path.isfile(self.path("tok-source", "tokenizer.json")):
+            if not has_tokenizer(self.path("tok-source")):
                 train_tokenizer(self.source_text(), a.vocab_size, self.path("tok-source"), seed=a.seed)
             self.launch(self.out, "pretrain", "minijoint.py", self.common() + [
                 "--model", "tiny", "--hidden_size", a.hidden_size, "--num_layers", a.num_layers,
@@ -176,7 +177,7 @@ class RealText:
                 "--max_seq_length", a.seq_len, "--global_batch_size", a.batch, "--output_dir", self.path("pretrain"),
                 "--max_steps", a.pretrain_steps, "--lr", a.pretrain_lr, "--warmup_steps", max(1, a.pretrain_steps // 20),
                 "--log_every", 50, "--save_every", 100])
-        self.primary = os.path.join(self.base, "pretrain", "hf")
+        self.primary = RunDir(os.path.join(self.base, "pretrain")).hf
         self.minipost = self.shared_stage("minipost", "minipost.py", self.common() + [
             "--model", self.primary, "--extract_layers", a.mini_layers, "--new_layers", a.minipost_new_layers,
             "--train_files", *self.source_text(), "--max_seq_length", a.seq_len, "--global_batch_size", a.batch,
@@ -218,7 +219,7 @@ class RealText:
             lines = [" ".join(t.split()) + "\n" for t in sample_lines(self.src("fortunes.en.test.txt"), a.pairs * 3 // 2,
                                                                       a.seed)]
             pairs = [f"{t.rstrip()}\t{t}" for t in lines]
-            if not os.path.isfile(os.path.join(files["tok"], "tokenizer.json")):
+            if not has_tokenizer(files["tok"]):
                 permuted_tokenizer(os.path.join(self.base, "tok-source"), files["tok"], a.seed)
         else:
             text = [line for line in open(self.src(f"mansec.{lang}.text.txt"), encoding="utf-8") if line.strip()]
@@ -230,7 +231,7 @@ class RealText:
                 files["train"].append(self.src(f"fortunes.{lang}.train.txt"))
             pair_file = self.src(f"parallel.en-{lang}.tsv")
             pairs = sample_lines(pair_file, a.pairs * 3 // 2, a.seed) if os.path.isfile(pair_file) else []
-            if not os.path.isfile(os.path.join(files["tok"], "tokenizer.json")):
+            if not has_tokenizer(files["tok"]):
                 train_tokenizer(files["train"], a.vocab_size, files["tok"], seed=a.seed)
         if pairs:
             files["pairs"], files["pairs_dev"] = os.path.join(d, "pairs.test.tsv"), os.path.join(d, "pairs.dev.tsv")

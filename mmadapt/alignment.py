@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from .evaluators import read_parallel
+from .model import masked_mean
 
 
 def dictionary_embeddings(source_embeddings: torch.Tensor, source_tok, target_tok, dictionary_path: str,
@@ -43,8 +44,7 @@ def _layer_means(model, tokenizer, sentences: list, batch_size: int = 64) -> lis
         enc = tokenizer(sentences[i:i + batch_size], truncation=True, max_length=128, padding=True,
                         return_tensors="pt")
         _, states = model.encode(enc["input_ids"], output_hidden_states=True)
-        mask = enc["attention_mask"].unsqueeze(-1).float()
-        pooled = [(x * mask).sum(1) / mask.sum(1) for x in states]
+        pooled = [masked_mean(x, enc["attention_mask"]) for x in states]
         per_layer = pooled if per_layer is None else [torch.cat([a, b]) for a, b in zip(per_layer, pooled)]
     return per_layer
 

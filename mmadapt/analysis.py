@@ -14,16 +14,14 @@ import torch
 
 
 def analyse(out: str, task_dirs: list, paths: tuple, seed: int = 0) -> dict:
-    from safetensors.torch import load_file
-
     from .alignment import dictionary_embeddings, layer_similarity
     from .evaluators import ZeroShot
     from .hf_io import load_into, load_pretrained_state_dict, pretrained_model_config
     from .model import MiniJointForMaskedLM, fresh_embedding_rows
-    from .artifacts import load_pack
+    from .artifacts import RunDir, load_pack
     from .tokenizer import load_tokenizer
 
-    primary = os.path.join(out, "pretrain", "hf")
+    primary = RunDir(os.path.join(out, "pretrain")).hf
     cfg = pretrained_model_config(primary)
     state = load_pretrained_state_dict(primary)
     source_tok, target_tok = load_tokenizer(os.path.join(out, "tok-source")), load_tokenizer(os.path.join(out, "tok-target"))

@@ -1,5 +1,7 @@
 """What lives on disk between the stages: names, writers and readers, in one place low in the house.
 
+``RunDir`` is the typed handle on any of them; the functions below read and write through it.
+
 * a run directory (every training stage): ``run_config.json`` (the resolved flags), ``metrics.jsonl``,
   ``eval.jsonl``, ``checkpoints/``, ``tokenizer/`` and, written last, ``summary.json``;
 * a fine-tuned task model (step 3): ``model.safetensors`` and ``finetune.json``;
@@ -32,6 +34,53 @@ MINIPOST_WEIGHTS = "mini_model.safetensors"
 EMBEDDINGS_FILE = "embeddings.safetensors"
 BEST_EMBEDDINGS_FILE = "best_embeddings.safetensors"
 PACK_META = "pack.json"
+TOKENIZER_DIR = "tokenizer"  # every run's tokenizer, a pack's target tokenizer
+HF_DIR = "hf"  # pretraining's Hugging Face export
+TOKENIZER_FILE = "tokenizer.json"  # the file that makes a directory a saved tokenizer
+
+
+@dataclasses.dataclass(frozen=True)
+class RunDir:
+    """A typed handle on a stage's output directory: every file a stage writes, by what it is.
+
+    One class serves the four kinds (pretraining run, MiniPost mini-model, language pack, fine-tuned
+    model): they share the run files, and each reader below checks that the kind's own files are there."""
+
+    path: str
+
+    def join(self, *parts: str) -> str:
+        return os.path.join(self.path, *parts)
+
+    # every training stage
+    run_config = property(lambda self: self.join(RUN_CONFIG))
+    summary = property(lambda self: self.join(SUMMARY_FILE))
+    metrics = property(lambda self: self.join(METRICS_FILE))
+    eval_log = property(lambda self: self.join(EVAL_FILE))
+    checkpoints = property(lambda self: self.join(CHECKPOINTS))
+    tokenizer = property(lambda self: self.join(TOKENIZER_DIR))
+    # pretraining
+    hf = property(lambda self: self.join(HF_DIR))
+    # language pack, fine-tuned model, MiniPost mini-model
+    pack_meta = property(lambda self: self.join(PACK_META))
+    finetune_meta = property(lambda self: self.join(FINETUNE_META))
+    minipost_meta = property(lambda self: self.join(MINIPOST_META))
+
+    def complete(self) -> bool:
+        """summary.json is a stage's last file: its presence marks the stage complete."""
+        return os.path.isfile(self.summary)
+
+    def read_summary(self) -> dict:
+        return read_json(self.summary)
+
+    def read_eval(self) -> list:
+        return read_jsonl(self.eval_log)
+
+    def read_metrics(self) -> list:
+        return read_jsonl(self.metrics)
+
+
+def has_tokenizer(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, TOKENIZER_FILE))
 
 
 # ------------------------------------------------------------------------------------ plain files
@@ -57,26 +106,26 @@ def save_tensors(path: str, tensors: dict) -> None:
 def write_run_config(output_dir: str, resolved: dict, tokenizer) -> None:
     os.makedirs(output_dir, exist_ok=True)
     write_json(os.path.join(output_dir, RUN_CONFIG), resolved)
-    tokenizer.save_pretrained(os.path.join(output_dir, "tokenizer"))
+    tokenizer.save_pretrained(RunDir(output_dir).tokenizer)
     print(json.dumps(resolved, indent=2), flush=True)
 
 
 def read_run_config(output_dir: str) -> dict:
-    return read_json(os.path.join(output_dir, RUN_CONFIG))
+    return read_json(RunDir(output_dir).run_config)
 
 
 def write_summary(output_dir: str, summary: dict) -> None:
     """summary.json is written last: its presence marks the stage complete (see ``complete``)."""
-    write_json(os.path.join(output_dir, SUMMARY_FILE), summary)
+    write_json(RunDir(output_dir).summary, summary)
 
 
 def read_summary(output_dir: str) -> dict:
-    return read_json(os.path.join(output_dir, SUMMARY_FILE))
+    return RunDir(output_dir).read_summary()
 
 
 def complete(stage_dir: str) -> bool:
     """A stage is complete once it wrote summary.json, its last file."""
-    return os.path.isfile(os.path.join(stage_dir, SUMMARY_FILE))
+    return RunDir(stage_dir).complete()
 
 
 def read_jsonl(path: str) -> list:
@@ -86,9 +135,10 @@ def read_jsonl(path: str) -> list:
 
 def model_dir(path: str) -> str:
     """``--model`` may name a pretraining run directory: its Hugging Face export ``hf/`` is the model."""
+    hf = RunDir(path).hf
     if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")) \
-            and os.path.isfile(os.path.join(path, "hf", "config.json")):
-        return os.path.join(path, "hf")
+            and os.path.isfile(os.path.join(hf, "config.json")):
+        return hf
     return path
 
 
@@ -118,7 +168,7 @@ def load_finetuned(path: str, flag: str = "--model"):
     cfg = dataclasses.replace(ModelConfig(**meta["model_config"]), hidden_dropout=0.0, attention_dropout=0.0)
     model = build_task_model(spec, cfg, meta.get("pooling", "cls"))
     model.load_state_dict(load_file(os.path.join(path, FINETUNE_WEIGHTS)))
-    return spec, model.eval(), load_tokenizer(os.path.join(path, "tokenizer")), meta
+    return spec, model.eval(), load_tokenizer(RunDir(path).tokenizer), meta
 
 
 # ------------------------------------------------------------------------------ MiniPost mini-model
@@ -148,7 +198,7 @@ def save_pack(out_dir: str, embeddings, head_bias, tokenizer_dir: str, meta: dic
               filename: str = EMBEDDINGS_FILE) -> None:
     os.makedirs(out_dir, exist_ok=True)
     save_tensors(os.path.join(out_dir, filename), {"word_embeddings": embeddings, "head_bias": head_bias})
-    tok_dst = os.path.join(out_dir, "tokenizer")
+    tok_dst = RunDir(out_dir).tokenizer
     if os.path.abspath(tokenizer_dir) != os.path.abspath(tok_dst) and not os.path.isdir(tok_dst):
         shutil.copytree(tokenizer_dir, tok_dst)
     write_json(os.path.join(out_dir, PACK_META), meta)

@@ -101,7 +101,7 @@ class ExportConfig:
 
 def cmd_export(cfg: ExportConfig) -> None:
     from . import engine as eng
-    from .artifacts import CHECKPOINTS, read_run_config
+    from .artifacts import RUN_CONFIG, RunDir, read_run_config
     from .config import ModelConfig
     from .hf_io import export_adapted_mlm, export_adapted_task_model, export_hf
 
@@ -120,15 +120,16 @@ def cmd_export(cfg: ExportConfig) -> None:
         out = export_adapted_mlm(model_dir(cfg.run_dir), cfg.language_pack, cfg.output_dir, cfg.embeddings)
         print(f"exported {cfg.run_dir} with {cfg.language_pack} -> {out}")
         return
-    if not os.path.isfile(os.path.join(cfg.run_dir, "run_config.json")):
-        raise ConfigError(f"--run_dir {cfg.run_dir}: no run_config.json; fix: point at a training --output_dir")
+    run = RunDir(cfg.run_dir)
+    if not os.path.isfile(run.run_config):
+        raise ConfigError(f"--run_dir {cfg.run_dir}: no {RUN_CONFIG}; fix: point at a training --output_dir")
     resolved = read_run_config(cfg.run_dir)
-    ckpt = os.path.join(cfg.run_dir, CHECKPOINTS)
+    ckpt = run.checkpoints
     tag = cfg.tag or eng.latest_tag(ckpt)
     if tag is None or not os.path.isdir(os.path.join(ckpt, tag)):
         raise ConfigError(f"{ckpt}: no complete checkpoint {tag or ''}; fix: train first or pass --tag")
     sd = eng.consolidated_state_dict(ckpt, tag)
-    out = export_hf(sd, ModelConfig(**resolved["model"]), cfg.output_dir, os.path.join(cfg.run_dir, "tokenizer"))
+    out = export_hf(sd, ModelConfig(**resolved["model"]), cfg.output_dir, run.tokenizer)
     print(f"exported {tag} -> {out}")
 
 

@@ -2,7 +2,7 @@
 
 Every stage is a real launcher run on ``--nproc`` ranks through the ``deepspeed`` launcher:
 
-1. generate a source and a target language (mmadapt/synthetic.py: same grammar and meanings, disjoint
+1. generate a source and a target language (mmadapt/synthetic/: same grammar and meanings, disjoint
    words; a dev and a test split of the target task and pairs) and train both tokenizers;
 2. MiniJoint pretraining on the source (primary head + mini head after layer k);
 3. MiniPost (step 1b) from that same primary model: its embeddings and layers 1..k frozen, new layers
@@ -23,12 +23,12 @@ writes ``instances.md`` / ``instances.json``: every instance's verdict, the mean
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import time
 from dataclasses import dataclass
 
+from .artifacts import RunDir, has_tokenizer
 from .config import _f
 from .errors import ConfigError, exit_status
 
@@ -54,10 +54,10 @@ class DemoConfig:
     # ZeRO-3's per-layer gathers make each step about 2.5x slower (ds_configs/zero3_cpu.json runs the same).
     deepspeed_config: str = _f("ds_configs/dp_cpu.json", "DeepSpeed JSON of every stage (a shipped one by name "
                                "from anywhere, or a path)")
-    # data (mmadapt/synthetic.py)
+    # data (mmadapt/synthetic/)
     lexicon_size: int = _f(120, "content lemmas of the generated languages (40..5000)")
     word_order: str = _f("source", "target word order: source (the source's orders, only the words "
-                         "differ), svo or sov (see mmadapt/synthetic.py)", choices=("source", "svo", "sov"))
+                         "differ), svo or sov (see mmadapt/synthetic/)", choices=("source", "svo", "sov"))
     document_length: int = _f(4, "sentences per document; nouns recur within one (1: independent sentences)")
     entity_reuse: float = _f(0.5, "chance that a noun is one its document already mentioned")
     source_sentences: int = _f(40000, "source sentences (95% train)")
@@ -69,7 +69,7 @@ class DemoConfig:
     # 4000 reads an accuracy near 88% to +-1.0 point (95%); +-0.5 would take about 16000, and scoring costs
     # 0.5 ms per example and task model on one CPU thread at every mark (benchmarks/RESULTS.md)
     task_test: int = _f(4000, "source and target task test examples: every verdict figure (and its 95% interval)")
-    task_mode: str = _f("one_clause", "how task pairs are made (mmadapt/synthetic.py)",
+    task_mode: str = _f("one_clause", "how task pairs are made (mmadapt/synthetic/)",
                         choices=("one_clause", "first_clause", "controlled"))
     premise_negated: float = _f(0.5, "one_clause: share of negated premises (0.5: the label needs the "
                                 "polarities of both sentences compared)")
@@ -80,10 +80,10 @@ class DemoConfig:
                         "earlier mention, which the task needs)")
     num_layers: int = _f(4, "primary model depth L")
     mini_layers: int = _f(1, "mini-model depth k (MiniJoint head after layer k; MiniPost extracts k)")
-    init_range: float = _f(0.1, "std of the initial weights")
+    initializer_range: float = _f(0.1, "std of the initial weights", aliases=("--init_range",))
     sinusoidal_positions: float = _f(0.2, "position rows start as sinusoids of this amplitude (see ModelConfig)")
-    seq_len: int = _f(64, "tokens per pretraining and step-2 block")
-    batch: int = _f(32, "global batch (blocks or task examples)")
+    max_seq_length: int = _f(64, "tokens per pretraining and step-2 block", aliases=("--seq_len",))
+    global_batch_size: int = _f(32, "global batch (blocks or task examples)", aliases=("--batch",))
     pretrain_steps: int = _f(2000, "MiniJoint pretraining steps")
     pretrain_lr: float = _f(3e-3, "MiniJoint pretraining learning rate")
     mini_loss_weight: float = _f(2.0, "pretraining loss = primary MLM + weight x mini MLM (a stronger mini head "
@@ -91,7 +91,7 @@ class DemoConfig:
     forget_every: int = _f(0, "active forgetting in pretraining: fresh token embeddings every this many steps (0: off)")
     # MiniPost (step 1b)
     minipost: bool = _f(True, "also build a MiniPost mini-model and run step 2 through it")
-    minipost_new_layers: int = _f(1, "new layers on top of the k extracted ones")
+    new_layers: int = _f(1, "MiniPost's new layers on top of the k extracted ones", aliases=("--minipost_new_layers",))
     minipost_steps: int = _f(400, "MiniPost training steps")
     minipost_lr: float = _f(3e-3, "MiniPost learning rate")
     # fine-tuning (step 3)
@@ -158,15 +158,15 @@ class Demo:
             train_tokenizer(text, size, self.path(f"tok-{side}"), seed=c.seed, whole_words=True)
 
     def common(self) -> list:
-        return ["--deepspeed_config", self.cfg.deepspeed_config, "--max_seq_length", self.cfg.seq_len,
-                "--global_batch_size", self.cfg.batch, "--seed", self.cfg.seed]
+        return ["--deepspeed_config", self.cfg.deepspeed_config, "--max_seq_length", self.cfg.max_seq_length,
+                "--global_batch_size", self.cfg.global_batch_size, "--seed", self.cfg.seed]
 
     def pretrain(self) -> None:
         c = self.cfg
         self.launch("pretrain", "minijoint.py", self.common() + [
             "--model", "tiny", "--hidden_size", c.hidden_size, "--num_layers", c.num_layers,
             "--num_heads", c.num_heads, "--intermediate_size", 4 * c.hidden_size,
-            "--mini_layers", c.mini_layers, "--initializer_range", c.init_range,
+            "--mini_layers", c.mini_layers, "--initializer_range", c.initializer_range,
             "--sinusoidal_positions", c.sinusoidal_positions, "--hidden_dropout", 0.0, "--attention_dropout", 0.0,
             "--train_files", self.path("data", "source.train.txt"), "--tokenizer", self.path("tok-source"),
             "--output_dir", self.path("pretrain"), "--cache_dir", self.path("cache"),
@@ -176,8 +176,8 @@ class Demo:
     def minipost(self) -> None:
         c = self.cfg
         self.launch("minipost", "minipost.py", self.common() + [
-            "--model", self.path("pretrain", "hf"), "--extract_layers", c.mini_layers,
-            "--new_layers", c.minipost_new_layers, "--train_files", self.path("data", "source.train.txt"),
+            "--model", RunDir(self.path("pretrain")).hf, "--extract_layers", c.mini_layers,
+            "--new_layers", c.new_layers, "--train_files", self.path("data", "source.train.txt"),
             "--output_dir", self.path("minipost"), "--cache_dir", self.path("cache"),
             "--max_steps", c.minipost_steps, "--lr", c.minipost_lr,
             "--warmup_steps", max(1, c.minipost_steps // 20), "--log_every", 50])
@@ -198,8 +198,8 @@ class Demo:
                 out = self.path(f"finetune-{seed}")
                 self.launch(f"finetune-{seed}", "finetune.py", [
                     "--deepspeed_config", c.deepspeed_config, "--max_seq_length", c.task_seq_len,
-                    "--global_batch_size", c.batch, "--seed", seed, "--task", "xnli",
-                    "--model", self.path("pretrain", "hf"), "--train_files", self.path("data", "task.source.train.jsonl"),
+                    "--global_batch_size", c.global_batch_size, "--seed", seed, "--task", "xnli",
+                    "--model", RunDir(self.path("pretrain")).hf, "--train_files", self.path("data", "task.source.train.jsonl"),
                     "--eval_files", self.path("data", "task.source.test.jsonl"), "--epochs", c.finetune_epochs,
                     "--lr", c.finetune_lr, "--warmup_steps", 20, "--output_dir", out, "--log_every", 50,
                     "--pooling", c.finetune_pooling, "--dropout", 0.0])
@@ -230,9 +230,9 @@ class Demo:
         from .budget import step2_plan
 
         c = self.cfg
-        depths = {"full": None, "mini": "mini", "minipost": c.mini_layers + c.minipost_new_layers}
-        return step2_plan(self.path("pretrain", "hf"), self.path("tok-target"), [self.path("data", "target.train.txt")],
-                          self.path("cache"), c.seq_len, c.batch, c.full_steps, c.eval_marks,
+        depths = {"full": None, "mini": "mini", "minipost": c.mini_layers + c.new_layers}
+        return step2_plan(RunDir(self.path("pretrain")).hf, self.path("tok-target"), [self.path("data", "target.train.txt")],
+                          self.path("cache"), c.max_seq_length, c.global_batch_size, c.full_steps, c.eval_marks,
                           {p: depths[p] for p in self.paths()})
 
     def adapt(self, task_dirs: list, plan: dict) -> None:
@@ -242,7 +242,7 @@ class Demo:
             through = "full" if path == "full" else "mini"
             extra = ["--mini_model", self.path("minipost")] if path == "minipost" else []
             self.launch(f"step2-{path}", "adapt.py", self.common() + extra + [
-                "--model", self.path("pretrain", "hf"), "--through", through,
+                "--model", RunDir(self.path("pretrain")).hf, "--through", through,
                 "--tokenizer", self.path("tok-target"), "--train_files", self.path("data", "target.train.txt"),
                 "--eval_files", self.path("data", "target.test.txt"), "--eval_blocks", 32,
                 "--parallel_file", self.path("data", "parallel.tsv"),
@@ -261,7 +261,7 @@ class Demo:
         self.prepare_output()
         t0 = time.perf_counter()
         print(f"mmadapt demo (seed {self.cfg.seed}) -> {self.out}", flush=True)
-        if not (self.cfg.reuse and os.path.isfile(self.path("tok-target", "tokenizer.json"))):
+        if not (self.cfg.reuse and has_tokenizer(self.path("tok-target"))):
             self.data()
         self.timings["data"] = time.perf_counter() - t0
         self.pretrain()
@@ -297,8 +297,8 @@ def check(cfg: DemoConfig) -> None:
         raise ConfigError(f"--instances {cfg.instances}: must be >= 1; fix: give a positive count")
     if not cfg.finetune_seeds:
         raise ConfigError("--finetune_seeds is empty; fix: give at least one seed")
-    if cfg.minipost and cfg.minipost_new_layers < 1:
-        raise ConfigError(f"--minipost_new_layers {cfg.minipost_new_layers}: must be >= 1; fix: give one or "
+    if cfg.minipost and cfg.new_layers < 1:
+        raise ConfigError(f"--new_layers {cfg.new_layers}: must be >= 1; fix: give one or "
                           "more, or pass --no_minipost")
     from .synthetic import SyntheticConfig, check_config
 

@@ -12,7 +12,6 @@ import logging
 import os
 import resource
 import shutil
-import socket
 import sys
 import warnings
 from typing import Callable, NoReturn, Optional
@@ -20,13 +19,11 @@ from typing import Callable, NoReturn, Optional
 import torch
 import torch.distributed as dist
 
+from .artifacts import RunDir
+from .ds_config import zero_stage  # noqa: F401 - the stages read it as engine.zero_stage
+from .launch import free_port
+
 LATEST = "latest"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def local_world_size() -> int:
@@ -56,7 +53,7 @@ def init_distributed(timeout_minutes: Optional[float] = None) -> tuple[int, int]
     if "RANK" not in os.environ and "OMPI_COMM_WORLD_RANK" not in os.environ \
             and "PMI_RANK" not in os.environ:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=str(_free_port()))
+                          MASTER_PORT=str(free_port()))
     configure_threads()
     # A rank killed by a signal (an abort in C++ included) prints every thread's Python stack first.
     faulthandler.enable()
@@ -140,10 +137,6 @@ def remove_shm_buffers() -> None:
                 pass
 
 
-def zero_stage(ds_config: dict) -> int:
-    return int(ds_config.get("zero_optimization", {}).get("stage", 0))
-
-
 def build_under_zero(factory: Callable[[], torch.nn.Module], ds_config: dict) -> torch.nn.Module:
     """Construct the model so that with ZeRO-3 no rank ever holds all of it."""
     import deepspeed
@@ -183,7 +176,7 @@ def initialize_or_resume(model: torch.nn.Module, ds_config: dict, output_dir: st
                          resume: bool) -> tuple[object, int, dict]:
     """The engine, the step to start from (the latest complete checkpoint's with ``resume``) and the
     checkpoint's client state (what the stage saved beside the step, such as step 2's best score)."""
-    root = os.path.join(output_dir, "checkpoints")
+    root = RunDir(output_dir).checkpoints
     tag = None
     if resume:
         ds_config, tag = prepare_resume(ds_config, root)
@@ -323,19 +316,21 @@ def peak_memory_per_rank() -> list:
 
 def gathered_state_dict(module: torch.nn.Module) -> dict:
     """Full CPU copies of every parameter (tied ones once), one ZeRO-3 gather at a time; all ranks call."""
-    import deepspeed
-
     out, seen = {}, set()
     for name, p in module.named_parameters():
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        if hasattr(p, "ds_id"):
-            with deepspeed.zero.GatheredParameters([p]):
-                out[name] = p.detach().float().cpu().clone()
-        else:
-            out[name] = p.detach().float().cpu().clone()
+        if id(p) not in seen:
+            seen.add(id(p))
+            out[name] = full_copies([p])[0]
     return out
+
+
+def full_copies(params: list) -> list:
+    """Whole fp32 CPU copies of parameters, gathered together when ZeRO-3 partitions them (a collective
+    then: every rank calls)."""
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(params, enabled=any(hasattr(p, "ds_id") for p in params)):
+        return [p.detach().float().cpu().clone() for p in params]
 
 
 def reset_trained_parameter(engine, param: torch.nn.Parameter, value: torch.Tensor) -> None:

@@ -10,7 +10,7 @@ import dataclasses
 
 import torch
 
-from .model import MiniJointForMaskedLM
+from .model import MiniJointForMaskedLM, masked_mean
 
 
 @torch.no_grad()
@@ -35,8 +35,7 @@ def mean_pooled(model: MiniJointForMaskedLM, tokenizer, sentences: list, max_len
         enc = tokenizer(mine[i:i + batch_size], truncation=True, max_length=max_len, padding=True,
                         return_tensors="pt")
         hidden, _ = model.encode(enc["input_ids"].to(device))
-        mask = enc["attention_mask"].to(device).unsqueeze(-1).to(hidden.dtype)
-        out.append(((hidden * mask).sum(1) / mask.sum(1)).float())
+        out.append(masked_mean(hidden, enc["attention_mask"].to(device)).float())
     vecs = torch.cat(out)
     if world > 1:
         shares = [torch.empty_like(vecs) for _ in range(world)]
@@ -227,7 +226,6 @@ class PrimaryEvaluator:
         if task_models:
             self.zero_shot = ZeroShot(task_models, task_files, target_tok, self.device, distributed=True)
         self.batches = mlm_batches
-        self.forward_tokens = 0  # tokens through the primary model per evaluation (for its FLOPs)
 
     def _build(self, model_cfg, state_dict: dict, ds_config: dict,
                strict_prefixes: tuple = ("roberta.", "lm_head.")) -> torch.nn.Module:

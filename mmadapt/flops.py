@@ -49,9 +49,6 @@ class StepFlops:
     def __add__(self, other: "StepFlops") -> "StepFlops":
         return StepFlops(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values())))
 
-    def scaled(self, factor: float) -> "StepFlops":
-        return StepFlops(*(v * factor for v in asdict(self).values()))
-
     def as_dict(self) -> dict:
         return {**asdict(self), "total": self.total}
 

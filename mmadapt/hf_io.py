@@ -255,7 +255,7 @@ def export_adapted_task_model(finetuned_dir: str, pack_dir: str, out_dir: str, w
     ``AutoModelForSequenceClassification`` (pair tasks, and classify with its N labels named "0".."N-1") or
     ``AutoModelForQuestionAnswering`` (MLQA) loads it, with the target tokenizer beside it. Refused: a pack of
     another source model."""
-    from .artifacts import load_finetuned, load_pack
+    from .artifacts import RunDir, load_finetuned, load_pack
     from .outdir import replaced_directory
     from .packs import check_pack_source
     from .tokenizer import TOKENIZER_FILES, load_tokenizer
@@ -263,7 +263,7 @@ def export_adapted_task_model(finetuned_dir: str, pack_dir: str, out_dir: str, w
     spec, model, _, meta = load_finetuned(finetuned_dir, "--finetuned")
     tensors, pack_meta = load_pack(pack_dir, which)
     check_pack_source(pack_meta, meta["source_checksum"], f"--finetuned {finetuned_dir}")
-    target_tok = load_tokenizer(os.path.join(pack_dir, "tokenizer"))
+    target_tok = load_tokenizer(RunDir(pack_dir).tokenizer)
     cfg = dataclasses.replace(ModelConfig(**meta["model_config"]), vocab_size=tensors["word_embeddings"].shape[0])
     hf_model, remote_code = _hf_task_model(spec, cfg, meta.get("pooling", "cls"))
     state = dict(model.state_dict())
@@ -311,7 +311,7 @@ def export_adapted_mlm(model_path: str, pack_dir: str, out_dir: str, which: str 
     """The pretrained primary model with a language pack's embeddings and head bias: a target-language
     masked LM that ``AutoModelForMaskedLM`` and ``pipeline("fill-mask")`` load (the mini head, which has
     no target bias, is left out)."""
-    from .artifacts import load_pack
+    from .artifacts import RunDir, load_pack
     from .packs import body_checksum, check_pack_source
 
     cfg = pretrained_model_config(model_path)
@@ -322,4 +322,4 @@ def export_adapted_mlm(model_path: str, pack_dir: str, out_dir: str, which: str 
     state["roberta.embeddings.word_embeddings.weight"] = state["lm_head.decoder_weight"] = tensors["word_embeddings"]
     state["lm_head.bias"] = tensors["head_bias"]
     cfg = dataclasses.replace(cfg, vocab_size=tensors["word_embeddings"].shape[0], mini_head=False, mini_layers=None)
-    return export_hf(state, cfg, out_dir, os.path.join(pack_dir, "tokenizer"))
+    return export_hf(state, cfg, out_dir, RunDir(pack_dir).tokenizer)

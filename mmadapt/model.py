@@ -250,6 +250,14 @@ def masked_lm_loss(head: MLMHead, hidden: torch.Tensor, labels: torch.Tensor) ->
     return total / selected.sum().clamp(min=1)
 
 
+def masked_mean(hidden: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """[b, t, h] states averaged over the positions ``keep`` ([b, t]) marks: mmadapt's one mean pooling
+    (task heads, retrieval, layer similarity). The exported modeling_mmadapt_pooling.py repeats it, since
+    it must load without mmadapt installed."""
+    keep = keep.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * keep).sum(1) / keep.sum(1)
+
+
 def padding_mask(input_ids: torch.Tensor, pad_token_id: int) -> Optional[torch.Tensor]:
     """Boolean attention mask [b, 1, 1, s] (True = attend), or None when nothing is padded."""
     keep = input_ids.ne(pad_token_id)

@@ -35,17 +35,12 @@ def checksum(state_dict: dict, names: Iterable[str]) -> str:
 
 def module_checksum(module: torch.nn.Module, names: Iterable[str]) -> str:
     """``checksum`` of a live module's parameters, gathering ZeRO-3 partitions one at a time."""
-    import deepspeed
+    from .engine import full_copies
 
     params = dict(module.named_parameters())
     h = hashlib.sha256()
     for name in sorted(names):
-        p = params[name]
-        if hasattr(p, "ds_id"):
-            with deepspeed.zero.GatheredParameters([p]):
-                _update(h, name, p)
-        else:
-            _update(h, name, p)
+        _update(h, name, full_copies([params[name]])[0])
     return h.hexdigest()[:24]
 
 

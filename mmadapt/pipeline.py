@@ -25,9 +25,9 @@ It writes ``summary.md`` and ``summary.json``: score and step-2 FLOPs per langua
 
 from __future__ import annotations
 
-import json
 import os
 
+from .artifacts import RunDir, has_tokenizer, read_finetune_meta, read_summary, write_json
 from .errors import ConfigError, exit_status
 from .launch import run_stage
 
@@ -120,7 +120,7 @@ class Pipeline:
     def source_model(self) -> tuple[str, dict]:
         src = self.cfg["source"]
         if src.get("pretrain"):
-            model = os.path.join(self.stage("pretrain", "minijoint.py", _flags(src["pretrain"])), "hf")
+            model = RunDir(self.stage("pretrain", "minijoint.py", _flags(src["pretrain"]))).hf
         else:
             model = src["model"]
         mini = {}
@@ -135,7 +135,7 @@ class Pipeline:
         if lang.get("tokenizer"):
             return lang["tokenizer"]
         out = self.path(f"tok-{lang['name']}")
-        if not os.path.isfile(os.path.join(out, "tokenizer.json")):
+        if not has_tokenizer(out):
             print(f"== tokenizer {lang['name']}", flush=True)
             train_tokenizer(lang["train_files"], int(lang.get("vocab_size", 8000)), out)
         return out
@@ -158,7 +158,7 @@ class Pipeline:
             "--task", task.get("name", "xnli"), "--model", model, "--train_files", task["train_file"],
             *(["--eval_files", task["eval_file"]] if task.get("eval_file") else []), *_flags(task.get("args"))])
         rows = []
-        source_score = json.load(open(os.path.join(finetuned, "finetune.json"))).get("source_score")
+        source_score = read_finetune_meta(finetuned).get("source_score")
         for lang in self.cfg["languages"]:
             tok = self.tokenizer(lang)
             for through in self.cfg.get("through", ["mini", "full"]):
@@ -175,7 +175,7 @@ class Pipeline:
                         "--model", model, "--through", through, "--tokenizer", tok,
                         "--train_files", *lang["train_files"], *evals, *extra,
                         *_flags(self.cfg.get("step2"))])
-                    summary = json.load(open(os.path.join(pack, "summary.json")))
+                    summary = read_summary(pack)
                     row = {"language": lang["name"], "method": through + suffix, "step2_steps": summary["steps"],
                            "step2_flops": summary["flops"]}
                     if lang.get("task_eval_file"):
@@ -196,8 +196,8 @@ class Pipeline:
             lines.append(f"| {r['language']} | {r['method']} | " + " | ".join(cells) + " |")
         with open(self.path("summary.md"), "w", encoding="utf-8") as fh:
             fh.write("\n".join(lines) + "\n")
-        with open(self.path("summary.json"), "w", encoding="utf-8") as fh:
-            json.dump({"source_score": source_score, "results": rows}, fh, indent=2)
+        # the pipeline's own results, by the stages' rule: written last, under a temporary name first
+        write_json(RunDir(self.out).summary, {"source_score": source_score, "results": rows})
         print("\n".join(lines), flush=True)
 
 

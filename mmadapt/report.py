@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import statistics
 
-from .artifacts import EVAL_FILE, read_finetune_meta, read_json, read_jsonl, read_summary, write_json
+from .artifacts import RunDir, read_finetune_meta, read_json, read_summary, write_json
 from .verdict import Criteria, dev_best, saving_to_reach, verdict, wall_clock_to_reach, wilson_interval
 
 LABEL = {"full": "standard (through the full model)", "mini": "mini-model (MiniJoint)",
@@ -88,7 +88,7 @@ def load_instance(out: str, task_dirs: list, paths: tuple) -> dict:
     stage = {p: os.path.join(out, f"step2-{p}") for p in paths}
     return {"pre": read_summary(os.path.join(out, "pretrain")),
             "sources": [read_finetune_meta(d)["source_score"]["accuracy"] for d in task_dirs],
-            "curves": {p: read_jsonl(os.path.join(stage[p], EVAL_FILE)) for p in paths},
+            "curves": {p: RunDir(stage[p]).read_eval() for p in paths},
             "summaries": {p: read_summary(stage[p]) for p in paths},
             "meta": read_json(os.path.join(out, "data", "meta.json")),
             "minipost": read_summary(os.path.join(out, "minipost")) if "minipost" in paths else None}

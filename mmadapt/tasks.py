@@ -25,7 +25,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .errors import ConfigError
-from .model import Encoder, Linear, TaskOutput
+from .model import Encoder, Linear, TaskOutput, masked_mean
 
 
 @dataclass(frozen=True)
@@ -200,8 +200,7 @@ class PairClassifier(nn.Module):
         if self.pooling == "cls":
             x = hidden[:, 0]
         else:
-            keep = input_ids.ne(self.config.pad_token_id).unsqueeze(-1).to(hidden.dtype)
-            x = (hidden * keep).sum(1) / keep.sum(1)
+            x = masked_mean(hidden, input_ids.ne(self.config.pad_token_id))
         x = torch.tanh(self.classifier.dense(self.dropout(x)))
         return self.classifier.out_proj(self.dropout(x))
 

@@ -16,15 +16,13 @@ import torch
 import torch.distributed as dist
 
 from . import engine as eng
+from .artifacts import RunDir
 from .config import TrainConfig
 from .data import BatchPlan, row_generator
 from .flops import StepFlops
 from .masking import Masker
 from .model import IGNORE_INDEX
 
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
-EVAL_FILE = "eval.jsonl"
 
 
 @dataclass
@@ -58,7 +56,7 @@ class Trainer:
 
     @property
     def checkpoint_dir(self) -> str:
-        return os.path.join(self.output_dir, "checkpoints")
+        return RunDir(self.output_dir).checkpoints
 
     @property
     def accumulation(self) -> int:
@@ -98,7 +96,7 @@ class Trainer:
 
     def _write_metrics(self, record: dict) -> None:
         if self.rank == 0:
-            with open(os.path.join(self.output_dir, METRICS_FILE), "a", encoding="utf-8") as fh:
+            with open(RunDir(self.output_dir).metrics, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
 
     def run_eval(self, step: int) -> None:
@@ -113,7 +111,7 @@ class Trainer:
             record = {"step": step, "flops": step * self.step_flops.total, **figures,
                       "train_seconds": trained, "eval_seconds": time.perf_counter() - t0}
             self.eval_history.append(record)
-            with open(os.path.join(self.output_dir, EVAL_FILE), "a", encoding="utf-8") as fh:
+            with open(RunDir(self.output_dir).eval_log, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
         self.eval_seconds += time.perf_counter() - t0
 
@@ -126,8 +124,8 @@ class Trainer:
         from the checkpoint, with each step once."""
         if self.rank != 0:
             return
-        for name in (METRICS_FILE, EVAL_FILE):
-            path = os.path.join(self.output_dir, name)
+        run = RunDir(self.output_dir)
+        for path in (run.metrics, run.eval_log):
             if os.path.isfile(path):
                 with open(path, encoding="utf-8") as fh:
                     keep = [line for line in fh if line.strip() and json.loads(line)["step"] <= step]

@@ -145,7 +145,7 @@ def finetuned(world):
 def test_step2_trains_only_the_language_under_2_rank_zero3(world, packs, through):
     summary = json.load(open(os.path.join(packs[through], "summary.json")))
     assert summary["world_size"] == 2
-    assert summary["frozen_parameters"] > 0
+    assert summary["frozen_tensors"] > 0
     assert summary["frozen_checksum_before"] == summary["frozen_checksum_after"]
     tensors, meta = load_pack(packs[through], "last")
     assert meta["through"] == through and meta["depth"] == (2 if through == "mini" else 4)
@@ -201,11 +201,11 @@ def test_mini_step_costs_less_and_holds_fewer_parameters(packs):
     assert 1.5 < ratio < 2.5  # 2 of 4 layers; the head and embeddings cost the same
     # the mini engine never holds layers 3..4: two layers' worth of parameters fewer
     layer = 4 * (32 * 32 + 32) + 2 * 32 * 64 + 64 + 32 + 4 * 32
-    assert full["engine_parameters"] - mini["engine_parameters"] == 2 * layer
-    assert mini["engine_parameters_this_rank"] < mini["engine_parameters"] * 0.6  # partitioned over 2 ranks
+    assert full["parameters"] - mini["parameters"] == 2 * layer
+    assert mini["parameters_per_rank"][0] < mini["parameters"] * 0.6  # partitioned over 2 ranks
     # the evaluation model is the whole primary model, partitioned too: no rank holds all of it
     for summary in (mini, full):
-        assert summary["eval_parameters"] > mini["engine_parameters"]
+        assert summary["eval_parameters"] > mini["parameters"]
         assert summary["eval_parameters_this_rank"] < summary["eval_parameters"] * 0.6
 
 
@@ -314,7 +314,9 @@ def test_minipost_freezes_the_extracted_bottom_and_feeds_step2(world):
     assert meta["mini_kind"] == "minipost" and meta["depth"] == 3
 
     # a MiniPost model is bound to its primary
-    from mmadapt.stages.adapt import main as adapt_main
+    from mmadapt.stages import entry
+
+    adapt_main = entry("adapt")
     rc = adapt_main(["--deepspeed_config", ZERO3, "--model", world["other"], "--through", "mini",
                      "--mini_model", out, "--tokenizer", world["tgt_tok"], "--train_files", world["tgt"],
                      "--output_dir", str(root / "refused")])
@@ -322,8 +324,9 @@ def test_minipost_freezes_the_extracted_bottom_and_feeds_step2(world):
 
 
 def test_bad_inputs_to_the_adaptation_steps(world, tmp_path, capsys):
-    from mmadapt.stages.adapt import main as adapt_main
-    from mmadapt.stages.finetune import main as finetune_main
+    from mmadapt.stages import entry
+
+    adapt_main, finetune_main = entry("adapt"), entry("finetune")
 
     plain = tmp_path / "plain"
     cfg = resolve_model(ModelConfig(model="tiny", hidden_size=32, num_layers=4, num_heads=4, intermediate_size=64,

@@ -11,9 +11,11 @@ import pytest
 from mmadapt.config import TrainConfig
 from mmadapt.ds_config import load_ds_json, resolve_ds_config
 from mmadapt.errors import ConfigError
-from mmadapt.stages.pretrain import main
+from mmadapt.stages import entry
 
 from conftest import REPO
+
+main = entry("minijoint")
 
 ZERO3_CPU = os.path.join(REPO, "ds_configs", "zero3_cpu.json")
 

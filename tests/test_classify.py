@@ -98,7 +98,9 @@ def world(tmp_path_factory):
 
 
 def test_bad_classify_data_is_one_line_and_nothing_written(world, tmp_path, capsys):
-    from mmadapt.stages.finetune import main as finetune_main
+    from mmadapt.stages import entry
+
+    finetune_main = entry("finetune")
 
     out = tmp_path / "out"
     base = ["--deepspeed_config", ZERO3, "--model", world["primary"], "--output_dir", str(out)]
@@ -173,7 +175,9 @@ def test_finetuning_learns_the_task_and_records_n(finetuned):
 @pytest.mark.slow
 def test_evaluate_writes_accuracy_and_macro_f1(world, finetuned, tmp_path, capsys):
     from mmadapt.artifacts import load_finetuned
-    from mmadapt.stages.evaluate import main as evaluate_main
+    from mmadapt.stages import entry
+
+    evaluate_main = entry("evaluate")
     from mmadapt.tasks import predict_labels
 
     out = tmp_path / "eval"
@@ -218,7 +222,9 @@ def pack(world, finetuned):
 
 @pytest.mark.slow
 def test_step2_reports_zero_shot_accuracy_and_macro_f1(world, finetuned, pack, tmp_path, capsys):
-    from mmadapt.stages.adapt import main as adapt_main
+    from mmadapt.stages import entry
+
+    adapt_main = entry("adapt")
     from mmadapt.stages.evaluate import evaluate_pack
 
     evals = [json.loads(line) for line in open(os.path.join(pack, "eval.jsonl"))]

@@ -79,10 +79,15 @@ def module_call(module: str, argv: list):
     if module in NO_FLAGS:
         return module, (lambda a: _no_flags(module, a)), argv
     if module in ("mmadapt", "mmadapt.cli"):
-        module = "mmadapt.cli"
-    elif not module.startswith("mmadapt.launchers."):
+        return "mmadapt.cli", importlib.import_module("mmadapt.cli").main, argv
+    from mmadapt.stages import entry
+
+    if module == "mmadapt.stages":  # python -m mmadapt.stages NAME [flags]
+        return f"{module} {argv[0]}", entry(argv[0]), argv[1:]
+    if not module.startswith("mmadapt.launchers."):
         raise AssertionError(f"`python -m {module}`: no parser known for it; add it to tests/test_docs.py")
-    return module, importlib.import_module(module).main, argv
+    importlib.import_module(module)  # the launcher exists; it runs the registry's entry of its name
+    return module, entry(module.rsplit(".", 1)[1]), argv
 
 
 def script_call(script: str, argv: list):

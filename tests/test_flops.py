@@ -13,11 +13,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from mmadapt import flops
-from mmadapt.model import (IGNORE_INDEX, Encoder, EncoderLayer, MiniJointForMaskedLM, MiniModel, MLMHead,
-                           count_parameters, masked_lm_loss)
+from mmadapt.model import IGNORE_INDEX, MiniJointForMaskedLM, MiniModel, count_parameters, masked_lm_loss
 
 from conftest import tiny_config
 
@@ -86,43 +84,6 @@ def step2_full_loss(model: MiniJointForMaskedLM, ids, labels):
     return masked_lm_loss(model.lm_head, model.encode(ids)[0], labels)
 
 
-class MiniPost(nn.Module):
-    """Step 1b: the primary model's embeddings and bottom k layers, frozen; n new layers and a new head.
-
-    The head's projection stays tied to the frozen token embeddings.
-    """
-
-    def __init__(self, source: MiniJointForMaskedLM, frozen: int, new: int):
-        super().__init__()
-        cfg = source.config
-        self.checkpointing = cfg.activation_checkpointing
-        self.bottom = Encoder(cfg, frozen, shared=source.roberta)
-        self.bottom.requires_grad_(False)
-        self.new_layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(new))
-        self.head = MLMHead(cfg, source.roberta.embeddings.word_embeddings)
-
-    def forward(self, ids, labels):
-        x = self.bottom.embeddings(ids)
-        for layer in [*self.bottom.encoder.layer, *self.new_layers]:
-            x = checkpoint(layer, x, None, use_reentrant=False) if self.checkpointing else layer(x, None)
-        return masked_lm_loss(self.head, x, labels)
-
-
-class Classifier(nn.Module):
-    """Step 3: Hugging Face's RobertaClassificationHead on <s>, body trains, embeddings frozen."""
-
-    def __init__(self, cfg):
-        super().__init__()
-        self.encoder = MiniJointForMaskedLM(dataclasses.replace(cfg, mini_head=False, mini_layers=None))
-        self.encoder.roberta.embeddings.requires_grad_(False)
-        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.out = nn.Linear(cfg.hidden_size, NUM_LABELS)
-
-    def forward(self, ids, targets):
-        first = self.encoder.encode(ids)[0][:, 0]
-        return F.cross_entropy(self.out(torch.tanh(self.dense(first))), targets)
-
-
 # ---------------------------------------------------------------- each stage, each path
 
 
@@ -142,10 +103,24 @@ def measure_step2(cfg, batch, through):
     return flops.measure_step_flops(lambda: step2_full_loss(model, ids, labels))
 
 
+def freeze_as(stage, model) -> None:
+    """The stage's own freeze rule (what the runner applies before deepspeed.initialize)."""
+    for name, p in model.named_parameters():
+        p.requires_grad = stage.trainable(name)
+
+
 def measure_minipost(cfg, batch, frozen, new):
+    """The model launchers/minipost.py trains: MiniModel(frozen_bottom=), frozen by MiniPost's rule."""
+    from mmadapt.packs import shared_bottom_names
+    from mmadapt.stages.minipost import MiniPost
+
     ids, labels, _ = batch
-    model = MiniPost(primary(cfg), frozen, new).train()
-    return flops.measure_step_flops(lambda: model(ids, labels)), model
+    model = MiniModel(dataclasses.replace(cfg, mini_head=False, mini_layers=None), depth=frozen + new,
+                      frozen_bottom=frozen).train()
+    stage = MiniPost.__new__(MiniPost)
+    stage.shared_names = shared_bottom_names(dict(model.named_parameters()), frozen)
+    freeze_as(stage, model)
+    return flops.measure_step_flops(lambda: model(ids, labels).loss), model
 
 
 @pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "checkpointing"])
@@ -180,8 +155,13 @@ def test_finetune_matches(batch):
     ids = batch[0]
     targets = torch.arange(BATCH) % NUM_LABELS
     torch.manual_seed(0)
-    model = Classifier(cfg).train()
-    measured = flops.measure_step_flops(lambda: model(ids, targets))
+    # the model launchers/finetune.py trains, frozen by its rule (the embeddings)
+    from mmadapt.stages.finetune import Finetune
+    from mmadapt.tasks import build_task_model, task_spec
+
+    model = build_task_model(task_spec("xnli"), dataclasses.replace(cfg, mini_head=False, mini_layers=None), "cls")
+    freeze_as(Finetune.__new__(Finetune), model.train())
+    measured = flops.measure_step_flops(lambda: model(ids, targets).loss)
     assert_agrees(measured, flops.finetune_step_flops(cfg, SEQ, BATCH, NUM_LABELS), "finetune")
 
 
@@ -250,10 +230,10 @@ def test_layers_below_the_first_trainable_one_have_no_backward(batch):
     assert deep.backward == shallow.backward
     assert_close(deep.forward - shallow.forward, 3 * one_layer, "three frozen layers' forward")
     # And the frozen bottom layer's own count is its forward alone.
-    name = type(model).__name__ + ".bottom.encoder.layer.0"
+    name = type(model).__name__ + ".roberta.encoder.layer.0"
     assert deep.by_module[name] == pytest.approx(one_layer)
     # The lowest trainable layer skips only its Q, K, V input gradients.
-    new_layer = deep.by_module[type(model).__name__ + ".new_layers.0"]
+    new_layer = deep.by_module[type(model).__name__ + ".roberta.encoder.layer.4"]
     linear, attention = flops.layer_forward(cfg, SEQ, SEQ * BATCH)
     expected = 3 * linear + 3.5 * attention - flops.qkv_input_grad(cfg, SEQ * BATCH)
     assert_close(new_layer, expected, "lowest trainable layer")

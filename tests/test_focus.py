@@ -140,7 +140,9 @@ def test_one_line_errors(tiny, world, tmp_path, capsys):  # noqa: F811 - the imp
     with pytest.raises(ConfigError, match="none of the 35 tokens"):
         start(tiny, min_count=10_000)
 
-    from mmadapt.stages.adapt import main as adapt_main
+    from mmadapt.stages import entry
+
+    adapt_main = entry("adapt")
 
     out = tmp_path / "out"
     base = [str(a) for a in COMMON] + ["--model", world["primary"], "--tokenizer", world["tgt_tok"],

@@ -7,13 +7,13 @@ consolidated export loads in transformers.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 
+from mmadapt.launch import free_port
 from mmadapt.masking import Masker
 
 from conftest import REPO
@@ -25,10 +25,7 @@ DEEPSPEED = os.path.join(os.path.dirname(sys.executable), "deepspeed")
 STEPS = 40
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_free_port = free_port  # the one helper (mmadapt/launch.py); test_failures and test_multinode import this name
 
 
 def launch(args, nproc=2, timeout=600):

@@ -45,7 +45,7 @@ def test_mini_step2_memory_does_not_grow_with_depth_and_loads_the_checkpoint(tmp
     assert weights[26] - weights[2] > 250e6  # 24 more layers of 12.6 MB: what a full load would add
     rss = [s["peak_memory_bytes_per_rank"][0] for s in (shallow, deep)]
     assert abs(rss[1] - rss[0]) < 50e6, rss
-    assert deep["engine_parameters"] == shallow["engine_parameters"]  # embeddings + 1 layer + mini head
+    assert deep["parameters"] == shallow["parameters"]  # embeddings + 1 layer + mini head
     # what step 2 loaded is the checkpoint's: its frozen-weight checksum equals one over a plain
     # transformers load of the same tensors
     from transformers import AutoModelForMaskedLM

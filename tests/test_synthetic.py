@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 
 from mmadapt import synthetic as syn
+from mmadapt.synthetic import output as syn_output
 from mmadapt.errors import ConfigError
 from mmadapt.synthetic import NP, Clause, Sentence, SyntheticConfig
 
@@ -138,7 +139,7 @@ def test_pronouns_have_a_unique_antecedent():
         for i, c in enumerate(s.clauses):
             if c.subject.pronoun:
                 n_pronouns += 1
-                earlier = {(np.noun, np.plural) for e in s.clauses[:i] for np in syn._nps(e)}
+                earlier = {(np.noun, np.plural) for e in s.clauses[:i] for np in syn.noun_phrases(e)}
                 key = lambda e: (lex.noun_class[e[0]], e[1])  # noqa: E731
                 assert (c.subject.noun, c.subject.plural) in earlier
                 assert [key(e) for e in earlier].count(key((c.subject.noun, c.subject.plural))) == 1
@@ -311,7 +312,7 @@ def test_output_is_written_atomically(tmp_path, monkeypatch):
             raise OSError("disk full")
         return open(*args, **kwargs)
 
-    monkeypatch.setattr(syn, "open", open_then_fail, raising=False)
+    monkeypatch.setattr(syn_output, "open", open_then_fail, raising=False)
     with pytest.raises(OSError, match="disk full"):
         syn.generate(SyntheticConfig(**{**SMALL, "seed": 9, "task_train": 3, "task_test": 3}), str(target))
     assert len(opened) == 3
@@ -389,7 +390,7 @@ def test_one_clause_task_labels_follow_from_the_meanings():
         assert h.verb == c.verb and h.subject.adj is None and (h.obj is None or h.obj.adj is None)
         if label == syn.NEUTRAL:  # another entity of the same class, not named in the premise
             assert lex.noun_class[h.subject.noun] == lex.noun_class[c.subject.noun]
-            assert h.subject.noun not in {np.noun for np in syn._nps(c)}
+            assert h.subject.noun not in {np.noun for np in syn.noun_phrases(c)}
     for y in range(3):  # polarity of premise and hypothesis is no cue by itself
         hyps = [h.negated for _, h, label in pairs if label == y]
         prem = [p.clauses[0].negated for p, _, label in pairs if label == y]

@@ -6,7 +6,7 @@
 """
 
 from mmadapt.engine import exit_process
-from mmadapt.stages.adapt import main
+from mmadapt.stages import main
 
 if __name__ == "__main__":
-    exit_process(main())
+    exit_process(main("adapt"))

@@ -5,7 +5,7 @@
 """
 
 from mmadapt.engine import exit_process
-from mmadapt.stages.pretrain import main
+from mmadapt.stages import main
 
 if __name__ == "__main__":
-    exit_process(main())
+    exit_process(main("minijoint"))

@@ -26,7 +26,7 @@ from ..config import DataConfig, ModelConfig, TrainConfig, _f
 from ..errors import ConfigError
 from ..flops import fused_attention_runs
 from .pretrain import MLMStage
-from .runner import check_train_inputs, training_main
+from .runner import Finish, check_train_inputs
 
 TRAINABLE = ("roberta.embeddings.word_embeddings.weight", "head.bias")
 INITS = ("normal", "overlap", "focus")
@@ -176,15 +176,10 @@ def same_on_every_rank(*tensors: torch.Tensor) -> None:
 
 def gathered_language_params(engine) -> tuple[torch.Tensor, torch.Tensor]:
     """Full copies of the trained embeddings and head bias on every rank (ZeRO-3 gathers them)."""
-    import deepspeed
+    from ..engine import full_copies
 
     module = engine.module
-    params = [module.roberta.embeddings.word_embeddings.weight, module.head.bias]
-    zero3 = any(hasattr(p, "ds_id") for p in params)
-    if zero3:
-        with deepspeed.zero.GatheredParameters(params):
-            return tuple(p.detach().float().cpu().clone() for p in params)
-    return tuple(p.detach().float().cpu().clone() for p in params)
+    return tuple(full_copies([module.roberta.embeddings.word_embeddings.weight, module.head.bias]))
 
 
 def check_adapt_inputs(cfg: AdaptConfig, data_cfg) -> None:
@@ -230,6 +225,11 @@ class Adapt(MLMStage):
     name = "adapt"
     sections = {"adapt": AdaptConfig, "data": DataConfig, "train": TrainConfig}
     must_match = ("adapt",)
+
+    def __init__(self, sections: dict):
+        super().__init__(sections)
+        self.evaluator = None  # the primary model's evaluation, when anything is to be measured
+        self.best: dict = {"value": None, "step": None}
 
     def prepare(self) -> None:
         from ..artifacts import model_dir
@@ -292,12 +292,8 @@ class Adapt(MLMStage):
 
     def load(self, model) -> None:
         from ..hf_io import load_into
-        from ..packs import checksum
 
-        self.init_sd = {**self.src.state_dict, TRAINABLE[0]: self.init_emb, TRAINABLE[1]: self.init_bias}
-        load_into(model, self.init_sd)
-        self.frozen = sorted(n for n, _ in model.named_parameters() if not self.trainable(n))
-        self.frozen_before = checksum(self.init_sd, self.frozen)
+        load_into(model, {**self.src.state_dict, TRAINABLE[0]: self.init_emb, TRAINABLE[1]: self.init_bias})
 
     def trainable(self, name: str) -> bool:
         return name == TRAINABLE[0] or (name == TRAINABLE[1] and self.s["adapt"].train_head_bias)
@@ -325,7 +321,7 @@ class Adapt(MLMStage):
         """The primary model's figures every --eval_every steps; the best (by --select_by, on dev when
         there is a dev split) is saved as the pack's best embeddings and travels in every checkpoint."""
         from .. import engine as eng
-        from ..artifacts import BEST_EMBEDDINGS_FILE, save_pack
+        from ..artifacts import BEST_EMBEDDINGS_FILE, RunDir, save_pack
         from ..evaluators import PrimaryEvaluator
         from ..flops import measure_forward_flops
         from ..masking import Masker
@@ -360,7 +356,7 @@ class Adapt(MLMStage):
                                       (value > self.best["value"] if higher_is_better else value < self.best["value"])):
                 self.best.update(value=value, step=step)
                 if rank == 0:
-                    save_pack(out, emb_now, bias_now, os.path.join(out, "tokenizer"),
+                    save_pack(out, emb_now, bias_now, RunDir(out).tokenizer,
                               {**meta, "best_step": step, cfg.select_by: value}, filename=BEST_EMBEDDINGS_FILE)
             eng.barrier()
             return figures if rank == 0 else {}
@@ -370,51 +366,28 @@ class Adapt(MLMStage):
 
         return evaluate, cfg.eval_every, checkpoint_state
 
-    def finish(self, engine, trainer, summary, rank, world) -> None:
+    def finish(self, engine, trainer, summary, rank, world) -> Finish:
         import torch.distributed as dist
 
         from .. import engine as eng
-        from ..artifacts import save_pack, write_summary
-        from ..packs import module_checksum
+        from ..artifacts import RunDir, save_pack
 
-        cfg, out = self.s["adapt"], self.train.output_dir
+        cfg, out, best = self.s["adapt"], self.train.output_dir, self.best
         emb_final, bias_final = gathered_language_params(engine)
-        # Proof that step 2 touched only the language: every frozen weight hashes as it was loaded.
-        frozen_after = module_checksum(engine.module, self.frozen)
-        local, full = eng.local_parameter_count(engine.module)
-        best = getattr(self, "best", {"value": None, "step": None})
-        summary.update(self.meta(), best_step=best["step"], best_value=best["value"],
-                       frozen_parameters=len(self.frozen), engine_parameters=full, engine_parameters_this_rank=local,
-                       frozen_checksum_before=self.frozen_before, frozen_checksum_after=frozen_after)
-        if hasattr(self, "evaluator"):
+        fields = {**self.meta(), "best_step": best["step"], "best_value": best["value"]}
+        if self.evaluator is not None:
             local, full = eng.local_parameter_count(self.evaluator.model)
             # Evaluation is not step-2 compute: its FLOPs (all ranks, this run's evaluations) are apart.
             per_rank = torch.tensor([self.eval_flops["per_evaluation"] or 0.0], dtype=torch.float64, device=eng.device())
             if dist.is_initialized() and world > 1:
                 dist.all_reduce(per_rank)
-            summary.update(eval_parameters=full, eval_parameters_this_rank=local,
-                           eval_flops_per_evaluation=per_rank.item(),
-                           eval_flops=per_rank.item() * self.eval_flops["evaluations"])
-        if frozen_after != self.frozen_before:
-            raise RuntimeError(f"step 2 changed frozen weights ({self.frozen_before} -> {frozen_after})")
-        # the whole stage's peak, checksums over the source model included (they read it tensor by tensor)
-        summary["peak_memory_bytes_per_rank"] = eng.peak_memory_per_rank()
-        if rank == 0:
-            save_pack(out, emb_final, bias_final, os.path.join(out, "tokenizer"),
-                      {**self.meta(), "steps": summary["steps"], "flops": summary["flops"],
-                       "best_step": best["step"], "best_" + cfg.select_by: best["value"]})
-            write_summary(out, summary)
-            last = trainer.eval_history[-1] if trainer.eval_history else {}
-            print(f"done: step {summary['steps']}, train loss {summary['final_loss']:.4f}, "
-                  f"{summary['flops']:.3g} step-2 FLOPs" + (f", primary eval loss {last['eval_loss']:.4f}"
-                                                             if "eval_loss" in last else ""), flush=True)
-
-
-def main(argv=None) -> int:
-    return training_main("adapt", __doc__, Adapt, argv)
-
-
-if __name__ == "__main__":
-    from ..engine import exit_process
-
-    exit_process(main())
+            fields.update(eval_parameters=full, eval_parameters_this_rank=local,
+                          eval_flops_per_evaluation=per_rank.item(),
+                          eval_flops=per_rank.item() * self.eval_flops["evaluations"])
+        pack_meta = {**self.meta(), "steps": summary["steps"], "flops": summary["flops"],
+                     "best_step": best["step"], "best_" + cfg.select_by: best["value"]}
+        last = trainer.eval_history[-1] if trainer.eval_history else {}
+        return Finish(fields=fields,
+                      save=lambda: save_pack(out, emb_final, bias_final, RunDir(out).tokenizer, pack_meta),
+                      done=f"step 2 through {self.src.kind}, {summary['flops']:.3g} FLOPs"
+                           + (f", primary eval loss {last['eval_loss']:.4f}" if "eval_loss" in last else ""))

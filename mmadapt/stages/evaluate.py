@@ -13,14 +13,12 @@ file's labels must lie in the model's 0..N-1 (its finetune.json's ``num_labels``
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Optional
 
 from ..config import _f
 from ..errors import ConfigError
-from .runner import stage_main
 
 SOURCE = "source"
 
@@ -45,7 +43,7 @@ SECTIONS = {"evaluate": EvaluateConfig}
 
 def evaluate_pack(model_dir: str, pack: str, examples: list, which: str = "best") -> dict:
     """Score one pack (or the source embeddings) on examples; the model is loaded fresh each time."""
-    from ..artifacts import load_finetuned, load_pack
+    from ..artifacts import RunDir, load_finetuned, load_pack
     from ..packs import check_pack_source, swap_language
     from ..tasks import score
     from ..tokenizer import load_tokenizer
@@ -56,7 +54,7 @@ def evaluate_pack(model_dir: str, pack: str, examples: list, which: str = "best"
         tensors, pack_meta = load_pack(pack, which)
         check_pack_source(pack_meta, meta["source_checksum"], f"--model {model_dir}")
         swap_language(model, tensors)
-        tokenizer = load_tokenizer(os.path.join(pack, "tokenizer"))
+        tokenizer = load_tokenizer(RunDir(pack).tokenizer)
         label = f"{os.path.basename(os.path.normpath(pack))} ({pack_meta.get('through', '?')})"
     return {"pack": label, **score(spec, model, tokenizer, examples, meta["max_seq_length"])}
 
@@ -72,7 +70,7 @@ def markdown_table(rows: list) -> str:
 
 def run(sections: dict) -> list:
     from .. import engine as eng
-    from ..artifacts import load_finetuned
+    from ..artifacts import load_finetuned, write_json
     from ..tasks import load_examples, task_spec
 
     cfg = sections["evaluate"]
@@ -95,19 +93,9 @@ def run(sections: dict) -> list:
         print(table, flush=True)
         if cfg.output_dir:
             os.makedirs(cfg.output_dir, exist_ok=True)
-            with open(os.path.join(cfg.output_dir, "results.json"), "w", encoding="utf-8") as fh:
-                json.dump({"task": spec.name, "split": cfg.split, "results": rows}, fh, indent=2)
+            write_json(os.path.join(cfg.output_dir, "results.json"), {"task": spec.name, "split": cfg.split,
+                                                                         "results": rows})
             with open(os.path.join(cfg.output_dir, "results.md"), "w", encoding="utf-8") as fh:
                 fh.write(f"# {spec.name} ({cfg.split})\n\n" + table)
     eng.barrier()
     return rows
-
-
-def main(argv=None) -> int:
-    return stage_main("evaluate", __doc__, SECTIONS, run, argv)
-
-
-if __name__ == "__main__":
-    from ..engine import exit_process
-
-    exit_process(main())

@@ -19,7 +19,7 @@ from typing import Optional
 from ..config import TrainConfig, _f
 from ..errors import ConfigError
 from ..flops import fused_attention_runs
-from .runner import Stage, check_steps, training_main
+from .runner import Finish, Stage, check_steps
 
 
 @dataclass
@@ -124,38 +124,26 @@ class Finetune(Stage):
     def tokens_per_step(self) -> int:
         return self.train.global_batch_size * self.s["finetune"].max_seq_length
 
-    def finish(self, engine, trainer, summary, rank, world) -> None:
+    def finish(self, engine, trainer, summary, rank, world) -> Finish:
         from .. import engine as eng
-        from ..artifacts import save_finetuned, write_summary
+        from ..artifacts import save_finetuned
         from ..packs import body_checksum
         from ..tasks import build_task_model, score
 
         cfg, spec = self.s["finetune"], self.spec
         state = eng.gathered_state_dict(engine.module)
-        if rank != 0:
-            return
         meta = {"task": spec.name, "model_config": dataclasses.asdict(self.task_cfg),
                 "source_model": os.path.abspath(cfg.model), "source_checksum": body_checksum(self.primary_sd),
                 "max_seq_length": cfg.max_seq_length, "pooling": cfg.pooling, "steps": summary["steps"]}
         if spec.classifies:  # every later reader builds the head and checks its files' labels with this N
             meta["num_labels"] = len(spec.labels)
-        if self.eval_examples is not None:
+        fields = {}
+        if self.eval_examples is not None and rank == 0:  # scored once, on the full copy rank 0 saves
             trained = build_task_model(spec, dataclasses.replace(self.task_cfg, hidden_dropout=0.0,
                                                                  attention_dropout=0.0), cfg.pooling)
             trained.load_state_dict(state)
-            meta["source_score"] = summary["source_score"] = score(spec, trained, self.tokenizer, self.eval_examples,
-                                                                   cfg.max_seq_length)
-        save_finetuned(self.train.output_dir, state, meta)
-        write_summary(self.train.output_dir, summary)
-        print(f"done: {spec.name} fine-tuning, step {summary['steps']}, loss {summary['final_loss']:.4f}"
-              + (f", source score {meta['source_score']}" if "source_score" in meta else ""), flush=True)
-
-
-def main(argv=None) -> int:
-    return training_main("finetune", __doc__, Finetune, argv)
-
-
-if __name__ == "__main__":
-    from ..engine import exit_process
-
-    exit_process(main())
+            meta["source_score"] = fields["source_score"] = score(spec, trained, self.tokenizer, self.eval_examples,
+                                                                  cfg.max_seq_length)
+        return Finish(fields=fields, save=lambda: save_finetuned(self.train.output_dir, state, meta),
+                      done=f"{spec.name} fine-tuning" + (f", source score {meta['source_score']}"
+                                                         if "source_score" in meta else ""))

@@ -21,7 +21,7 @@ from ..config import DataConfig, TrainConfig, _f
 from ..errors import ConfigError
 from ..flops import fused_attention_runs
 from .pretrain import MLMStage
-from .runner import check_train_inputs, training_main
+from .runner import Finish, check_train_inputs
 
 
 @dataclass
@@ -80,7 +80,7 @@ class MiniPost(MLMStage):
         self.primary_sd = load_pretrained_state_dict(self.s["minipost"].model)
         self.shared_names = shared_bottom_names(self.primary_sd, self.s["minipost"].extract_layers)
         load_into(model, {name: self.primary_sd[name] for name in self.shared_names}, strict_prefixes=())
-        self.frozen_before = checksum(self.primary_sd, self.shared_names)
+        self.shared_checksum = checksum(self.primary_sd, self.shared_names)  # step 2 checks its --model by it
 
     def trainable(self, name: str) -> bool:
         return name not in self.shared_names
@@ -93,33 +93,16 @@ class MiniPost(MLMStage):
                                    self.predicted, cfg.extract_layers, cfg.new_layers,
                                    fused_attention=fused_attention_runs(self.mini_cfg))
 
-    def finish(self, engine, trainer, summary, rank, world) -> None:
+    def finish(self, engine, trainer, summary, rank, world) -> Finish:
         from .. import engine as eng
-        from ..artifacts import save_minipost, write_summary
-        from ..packs import body_checksum, module_checksum
+        from ..artifacts import save_minipost
+        from ..packs import body_checksum
 
         cfg = self.s["minipost"]
-        frozen_after = module_checksum(engine.module, self.shared_names)
         state = eng.gathered_state_dict(engine.module)
-        if frozen_after != self.frozen_before:
-            raise RuntimeError(f"MiniPost changed the extracted weights ({self.frozen_before} -> {frozen_after})")
+        state.pop("head.decoder_weight", None)  # tied to the frozen embeddings: the primary model has it
         meta = {"primary_model": os.path.abspath(cfg.model), "extract_layers": cfg.extract_layers,
-                "new_layers": cfg.new_layers, "shared_checksum": self.frozen_before,
+                "new_layers": cfg.new_layers, "shared_checksum": self.shared_checksum,
                 "primary_checksum": body_checksum(self.primary_sd), "model_config": dataclasses.asdict(self.mini_cfg)}
-        summary.update(meta, frozen_checksum_after=frozen_after)
-        if rank == 0:
-            state.pop("head.decoder_weight", None)
-            save_minipost(self.train.output_dir, state, meta)
-            write_summary(self.train.output_dir, summary)
-            print(f"done: MiniPost {cfg.extract_layers} frozen + {cfg.new_layers} new layers, step "
-                  f"{summary['steps']}, loss {summary['final_loss']:.4f}", flush=True)
-
-
-def main(argv=None) -> int:
-    return training_main("minipost", __doc__, MiniPost, argv)
-
-
-if __name__ == "__main__":
-    from ..engine import exit_process
-
-    exit_process(main())
+        return Finish(fields=meta, save=lambda: save_minipost(self.train.output_dir, state, meta),
+                      done=f"MiniPost, {cfg.extract_layers} frozen + {cfg.new_layers} new layers")

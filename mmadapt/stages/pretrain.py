@@ -10,12 +10,11 @@ written; a problem is one line on stderr and exit status 2.
 from __future__ import annotations
 
 import dataclasses
-import os
 
 from ..config import SECTIONS, resolve_model
 from ..errors import ConfigError
 from ..flops import fused_attention_runs
-from .runner import Stage, check_train_inputs, training_main
+from .runner import Finish, Stage, check_train_inputs
 
 
 class MLMStage(Stage):
@@ -50,6 +49,10 @@ class Pretrain(MLMStage):
     name = "minijoint"
     sections = SECTIONS
     hidden_flags = ()
+
+    def __init__(self, sections: dict):
+        super().__init__(sections)
+        self.forget_steps: list = []  # steps at which --forget_every reset the embeddings
 
     def prepare(self) -> None:
         from ..hf_io import is_pretrained_ref, read_pretrained_arch
@@ -92,12 +95,10 @@ class Pretrain(MLMStage):
         return MiniJointForMaskedLM(self.s["model"])
 
     def load(self, model) -> None:
-        from .. import engine as eng
         from ..hf_io import load_into, load_pretrained_state_dict
 
         if self.pretrained is not None:
             load_into(model, load_pretrained_state_dict(self.s["model"].model))
-        self.parameters = eng.local_parameter_count(model)
 
     def step_flops(self):
         from ..flops import pretrain_step_flops
@@ -114,8 +115,6 @@ class Pretrain(MLMStage):
         from .. import engine as eng
         from ..model import fresh_embedding_rows
 
-        self.forget_steps = []
-
         def forget(step: int) -> None:
             if step % every or step >= self.train.max_steps:
                 return
@@ -124,35 +123,20 @@ class Pretrain(MLMStage):
             self.forget_steps.append(step)
         return forget
 
-    def finish(self, engine, trainer, summary, rank, world) -> None:
-        import torch.distributed as dist
-
+    def finish(self, engine, trainer, summary, rank, world) -> Finish:
         from .. import engine as eng
-        from ..artifacts import CHECKPOINTS, write_summary
+        from ..artifacts import RunDir
         from ..hf_io import export_hf
 
-        local, full = self.parameters
-        local_all = [None] * world
-        dist.all_gather_object(local_all, local)
-        summary.update(parameters=full, parameters_per_rank=local_all, unigram_entropy=self.entropy,
-                       zero_stage=eng.zero_stage(self.ds), forget_steps=getattr(self, "forget_steps", []))
-        if rank == 0:
-            out = self.train.output_dir
-            ckpt = os.path.join(out, CHECKPOINTS)
+        out = RunDir(self.train.output_dir)
+
+        def save() -> None:
             if self.train.export_hf and summary["steps"] == self.train.max_steps:
-                sd = eng.consolidated_state_dict(ckpt, eng.latest_tag(ckpt))
-                export_hf(sd, self.s["model"], os.path.join(out, "hf"), os.path.join(out, "tokenizer"))
-            write_summary(out, summary)
-            print(f"done: step {summary['steps']}, loss {summary['final_loss']:.4f}"
-                  + (f", mini loss {summary['final_mini_loss']:.4f}" if summary["final_mini_loss"] else "")
-                  + f" (unigram entropy {self.entropy:.3f}); {summary['tokens_per_s']:.0f} tokens/s", flush=True)
+                sd = eng.consolidated_state_dict(out.checkpoints, eng.latest_tag(out.checkpoints))
+                export_hf(sd, self.s["model"], out.hf, out.tokenizer)
 
-
-def main(argv=None) -> int:
-    return training_main("minijoint", __doc__, Pretrain, argv)
-
-
-if __name__ == "__main__":
-    from ..engine import exit_process
-
-    exit_process(main())
+        mini = f", mini loss {summary['final_mini_loss']:.4f}" if summary["final_mini_loss"] else ""
+        return Finish(fields={"unigram_entropy": self.entropy, "zero_stage": eng.zero_stage(self.ds),
+                              "forget_steps": self.forget_steps},
+                      save=save, done=f"MLM{mini} (unigram entropy {self.entropy:.3f}); "
+                                      f"{summary['tokens_per_s']:.0f} tokens/s")

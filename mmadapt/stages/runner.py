@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
@@ -29,13 +30,28 @@ def world_from_env() -> int:
     return int(os.environ.get("WORLD_SIZE", os.environ.get("OMPI_COMM_WORLD_SIZE", 1)))
 
 
+@dataclass
+class Finish:
+    """What a stage leaves behind, returned by ``Stage.finish`` on every rank.
+
+    The runner owns the rest of the stage's life: it has already proved the frozen weights unchanged;
+    it adds ``fields`` to the summary, calls ``save`` on rank 0 (the stage's own files), then writes
+    ``summary.json`` last (its presence marks the stage complete) and prints ``done: <done>``."""
+
+    fields: dict = field(default_factory=dict)
+    save: Optional[Callable[[], None]] = None
+    done: str = ""
+
+
 class Stage:
     """A training stage: its flags and the hooks the runner calls, in this order.
 
     ``prepare`` validates and resolves (sets ``self.train``, ``self.ds``, ``self.tokenizer``); ``load_data``
     runs on every rank after the process group exists; ``build`` / ``load`` / ``trainable`` make the
     model; ``batches``, ``step_flops`` and ``tokens_per_step`` feed the Trainer; ``evaluation`` may give it
-    an evaluation; ``finish`` writes what the stage leaves behind (``summary.json`` last).
+    an evaluation; ``finish`` says what the stage leaves behind (a ``Finish``). The runner proves that
+    every weight ``trainable`` refused is bit for bit as ``load`` left it, counts parameters, and writes
+    ``summary.json`` last.
     """
 
     name = "stage"
@@ -85,7 +101,8 @@ class Stage:
         """A callable run after every optimizer step (step number), or None."""
         return None
 
-    def finish(self, engine, trainer, summary: dict, rank: int, world: int) -> None:
+    def finish(self, engine, trainer, summary: dict, rank: int, world: int) -> Finish:
+        """Collectives (gathers) run on every rank here; file writes go in ``Finish.save`` (rank 0)."""
         raise NotImplementedError
 
     # shared pieces -------------------------------------------------------------------------------
@@ -100,8 +117,11 @@ class Stage:
 
 
 def run(stage: Stage) -> dict:
-    """The skeleton every training stage shares."""
+    """The skeleton every training stage shares, and the stage's whole life: nothing of a stage's output
+    is written before its frozen weights are proved unchanged, and summary.json comes last."""
     from .. import engine as eng
+    from ..artifacts import write_summary
+    from ..packs import module_checksum
     from ..trainer import Trainer
 
     stage.prepare()
@@ -120,8 +140,14 @@ def run(stage: Stage) -> dict:
     model = eng.build_under_zero(stage.build, stage.ds)
     stage.load(model)
     # Frozen flags are set before deepspeed.initialize, which then sees only the trainable parameters.
+    frozen = []
     for name, p in model.named_parameters():
         p.requires_grad = stage.trainable(name)
+        if not p.requires_grad:
+            frozen.append(name)
+    # Hashed from the module as loaded (in its own dtype), so that a bf16 engine compares like with like.
+    frozen_before = module_checksum(model, frozen) if frozen else None
+    counts = parameter_counts(model, world)
     engine, start, resumed = eng.initialize_or_resume(model, stage.ds, train.output_dir, train.resume)
 
     evaluate, eval_every, checkpoint_state = stage.evaluation(engine, resumed, rank) or (None, 0, None)
@@ -129,9 +155,46 @@ def run(stage: Stage) -> dict:
                       train.output_dir, rank, world, start_step=start, evaluate=evaluate, eval_every=eval_every,
                       on_checkpoint=checkpoint_state, after_step=stage.after_step(engine))
     summary = trainer.run()
-    stage.finish(engine, trainer, summary, rank, world)
+
+    if frozen:  # the proof that the stage trained only what it says it trains
+        frozen_after = module_checksum(engine.module, frozen)
+        if frozen_after != frozen_before:
+            raise RuntimeError(f"{stage.name} changed frozen weights (checksum {frozen_before} -> {frozen_after}); "
+                               "nothing was saved")
+        summary.update(frozen_tensors=len(frozen), frozen_checksum_before=frozen_before,
+                       frozen_checksum_after=frozen_after)
+    summary.update(counts)
+    finish = stage.finish(engine, trainer, summary, rank, world)
+    summary.update(finish.fields)
+    # the whole stage's peak, its closing gathers and checksums included
+    summary["peak_memory_bytes_per_rank"] = eng.peak_memory_per_rank()
+    if rank == 0:
+        if finish.save is not None:
+            finish.save()
+        write_summary(train.output_dir, summary)
+        print(f"done: {stage.name}, step {summary['steps']}, loss {summary['final_loss']:.4f}"
+              + (f"; {finish.done}" if finish.done else ""), flush=True)
     eng.barrier()
     return summary
+
+
+def parameter_counts(model: torch.nn.Module, world: int) -> dict:
+    """The model the engine holds: all its elements (tied once), each rank's share, the trainable ones."""
+    import torch.distributed as dist
+
+    from .. import engine as eng
+
+    local, full = eng.local_parameter_count(model)
+    per_rank = [local]
+    if dist.is_initialized() and world > 1:
+        per_rank = [None] * world
+        dist.all_gather_object(per_rank, local)
+    seen, trainable = set(), 0
+    for p in model.parameters():
+        if p.requires_grad and id(p) not in seen:
+            seen.add(id(p))
+            trainable += getattr(p, "ds_numel", p.numel())
+    return {"parameters": full, "parameters_per_rank": per_rank, "trainable_parameters": trainable}
 
 
 def check_train_inputs(data_cfg, train) -> None:
