@@ -104,7 +104,8 @@ def predicted_gib_per_rank(name: str, args) -> dict:
         params = trainable = model_parameters(cfg)
     else:
         depth = cfg.mini_layers if case["through"] == "mini" else cfg.num_layers
-        params, trainable = model_parameters(cfg, depth=depth, heads=1), counts["token_embeddings"]
+        # step 2 trains the token embeddings and the head bias over them (Adapt.trainable)
+        params, trainable = model_parameters(cfg, depth=depth, heads=1), counts["token_embeddings"] + cfg.vocab_size
     width = 2 if args.dtype == "bf16" else 4
     states = (width * params + (width + 12) * trainable) / args.nproc
     zero = ds_config(args, args.nproc, args.batch)["zero_optimization"]
@@ -179,11 +180,16 @@ def worker(args) -> None:
         model = eng.build_under_zero(lambda: MiniJointForMaskedLM(cfg), ds)
         flops = pretrain_step_flops(cfg, args.seq_len, args.batch * world, predicted)
     else:
+        from mmadapt.config import DataConfig, TrainConfig
+        from mmadapt.stages.adapt import Adapt, AdaptConfig
+
         depth = cfg.mini_layers if case["through"] == "mini" else cfg.num_layers
         step_cfg = dataclasses.replace(cfg, mini_head=False)
+        # the model step 2 builds (Adapt.build: MiniModel at the path's depth), frozen by step 2's own rule
+        stage = Adapt({"adapt": AdaptConfig(through=case["through"]), "data": DataConfig(), "train": TrainConfig()})
         model = eng.build_under_zero(lambda: MiniModel(step_cfg, depth=depth), ds)
         for pname, p in model.named_parameters():
-            p.requires_grad = pname == "roberta.embeddings.word_embeddings.weight"
+            p.requires_grad = stage.trainable(pname)
         flops = adapt_step_flops(cfg, args.seq_len, args.batch * world, predicted, case["through"])
     mark("build")
     engine = eng.initialize(model, ds)
