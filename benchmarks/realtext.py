@@ -38,6 +38,7 @@ sys.path.insert(0, REPO)
 
 from mmadapt.artifacts import RunDir, has_tokenizer  # noqa: E402
 from mmadapt.errors import ConfigError, exit_status  # noqa: E402
+from mmadapt.orchestrate import Runs  # noqa: E402
 
 PATHS = ("full", "mini", "minipost")
 LABELS = {"full": "standard (full model)", "mini": "MiniJoint", "minipost": "MiniPost"}
@@ -82,6 +83,8 @@ def parse(argv=None) -> argparse.Namespace:
     g.add_argument("--eval_marks", type=int, default=10)
     g.add_argument("--full_lr", type=float, default=5e-3)
     g.add_argument("--mini_lr", type=float, default=5e-3)
+    g.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS),
+                   help="step-2 paths to run (full and mini are always among them: the verdict compares them)")
     g.add_argument("--init", choices=("normal", "overlap", "focus"), default="normal",
                    help="step 2's start (mmadapt/focus.py for focus)")
     g.add_argument("--task_dev_limit", type=int, default=400, help="dev examples per language (random sample)")
@@ -110,20 +113,14 @@ class RealText:
         self.a = args
         self.out = os.path.abspath(args.output)
         self.base = os.path.abspath(args.pretrained) if args.pretrained else self.out
-        self.timings: dict = {}
+        self.runs = Runs(self.out, args.nproc)
+        self.timings = self.runs.seconds  # every stage's seconds, and the total
 
     def path(self, *parts) -> str:
         return os.path.join(self.out, *parts)
 
     def src(self, name: str) -> str:
         return os.path.join(self.a.data, name)
-
-    def launch(self, run_dir: str, name: str, script: str, args: list) -> None:
-        from mmadapt.launch import run_stage
-
-        seconds = run_stage(run_dir, name, script, args, self.a.nproc)
-        if seconds is not None:
-            self.timings[name] = seconds
 
     def check(self) -> None:
         from mmadapt.data import check_text_file
@@ -145,16 +142,18 @@ class RealText:
                             ("--pairs", a.pairs), ("--nproc", a.nproc), ("--pretrain_steps", a.pretrain_steps)):
             if value < 1:
                 raise ConfigError(f"{flag} {value}: must be >= 1; fix: give a positive count")
+        if not {"full", "mini"} <= set(a.paths):
+            raise ConfigError(f"--paths {' '.join(a.paths)}: full and mini are both needed; fix: add the missing one")
         if not a.finetune_seeds:
             raise ConfigError("--finetune_seeds is empty; fix: give at least one seed")
         if a.eval_marks < 2 or a.full_steps < a.eval_marks:
             raise ConfigError(f"--eval_marks {a.eval_marks} with --full_steps {a.full_steps}: need 2 <= eval_marks <= "
                               "full_steps; fix: raise --full_steps or change --eval_marks")
 
-    def common(self, seed=None, cache: bool = True) -> list:
+    def common(self, seed=None, cache: bool = True) -> dict:
         a = self.a
-        return (["--deepspeed_config", a.deepspeed_config, "--seed", a.seed if seed is None else seed]
-                + (["--cache_dir", self.path("cache")] if cache else []))
+        return {"deepspeed_config": a.deepspeed_config, "seed": a.seed if seed is None else seed,
+                **({"cache_dir": self.path("cache")} if cache else {})}
 
     # ------------------------------------------------------------------ source side (shareable)
 
@@ -168,36 +167,34 @@ class RealText:
         if not a.pretrained:
             if not has_tokenizer(self.path("tok-source")):
                 train_tokenizer(self.source_text(), a.vocab_size, self.path("tok-source"), seed=a.seed)
-            self.launch(self.out, "pretrain", "minijoint.py", self.common() + [
-                "--model", "tiny", "--hidden_size", a.hidden_size, "--num_layers", a.num_layers,
-                "--num_heads", max(1, a.hidden_size // 32), "--intermediate_size", 4 * a.hidden_size,
-                "--mini_layers", a.mini_layers, "--mini_loss_weight", a.mini_loss_weight,
-                "--sinusoidal_positions", 0.1, "--hidden_dropout", a.dropout, "--attention_dropout", a.dropout,
-                "--train_files", *self.source_text(), "--tokenizer", self.path("tok-source"),
-                "--max_seq_length", a.seq_len, "--global_batch_size", a.batch, "--output_dir", self.path("pretrain"),
-                "--max_steps", a.pretrain_steps, "--lr", a.pretrain_lr, "--warmup_steps", max(1, a.pretrain_steps // 20),
-                "--log_every", 50, "--save_every", 100])
+            self.runs.stage("pretrain", "minijoint", {
+                **self.common(), "model": "tiny", "hidden_size": a.hidden_size, "num_layers": a.num_layers,
+                "num_heads": max(1, a.hidden_size // 32), "intermediate_size": 4 * a.hidden_size,
+                "mini_layers": a.mini_layers, "mini_loss_weight": a.mini_loss_weight, "sinusoidal_positions": 0.1,
+                "hidden_dropout": a.dropout, "attention_dropout": a.dropout, "train_files": self.source_text(),
+                "tokenizer": self.path("tok-source"), "max_seq_length": a.seq_len, "global_batch_size": a.batch,
+                "max_steps": a.pretrain_steps, "lr": a.pretrain_lr, "warmup_steps": max(1, a.pretrain_steps // 20),
+                "log_every": 50, "save_every": 100})
         self.primary = RunDir(os.path.join(self.base, "pretrain")).hf
-        self.minipost = self.shared_stage("minipost", "minipost.py", self.common() + [
-            "--model", self.primary, "--extract_layers", a.mini_layers, "--new_layers", a.minipost_new_layers,
-            "--train_files", *self.source_text(), "--max_seq_length", a.seq_len, "--global_batch_size", a.batch,
-            "--max_steps", a.minipost_steps, "--lr", a.pretrain_lr, "--warmup_steps", max(1, a.minipost_steps // 20),
-            "--log_every", 50, "--save_every", 100])
-        self.task_models = [self.shared_stage(f"finetune-{s}", "finetune.py", self.common(seed=s, cache=False) + [
-            "--task", "classify", "--model", self.primary, "--train_files", self.src("mansec.en.train.jsonl"),
-            "--eval_files", self.src("mansec.en.test.jsonl"), "--max_seq_length", a.task_seq_len,
-            "--global_batch_size", 32, "--epochs", a.finetune_epochs, "--lr", a.finetune_lr, "--warmup_steps", 50,
-            "--pooling", "mean", "--log_every", 50]) for s in a.finetune_seeds]
+        self.minipost = self.shared_stage("minipost", "minipost", {
+            **self.common(), "model": self.primary, "extract_layers": a.mini_layers,
+            "new_layers": a.minipost_new_layers, "train_files": self.source_text(), "max_seq_length": a.seq_len,
+            "global_batch_size": a.batch, "max_steps": a.minipost_steps, "lr": a.pretrain_lr,
+            "warmup_steps": max(1, a.minipost_steps // 20), "log_every": 50, "save_every": 100})
+        self.task_models = [self.shared_stage(f"finetune-{s}", "finetune", {
+            **self.common(seed=s, cache=False), "task": "classify", "model": self.primary,
+            "train_files": [self.src("mansec.en.train.jsonl")], "eval_files": [self.src("mansec.en.test.jsonl")],
+            "max_seq_length": a.task_seq_len, "global_batch_size": 32, "epochs": a.finetune_epochs,
+            "lr": a.finetune_lr, "warmup_steps": 50, "pooling": "mean", "log_every": 50}) for s in a.finetune_seeds]
 
-    def shared_stage(self, name: str, script: str, args: list) -> str:
+    def shared_stage(self, name: str, stage: str, values: dict) -> str:
         """A stage of the source side: --pretrained's when complete there, else run in --output."""
         from mmadapt.artifacts import complete
 
         if self.base != self.out and complete(os.path.join(self.base, name)):
             print(f"\n== {name}: complete in --pretrained, reused", flush=True)
             return os.path.join(self.base, name)
-        self.launch(self.out, name, script, args + ["--output_dir", self.path(name)])
-        return self.path(name)
+        return self.runs.stage(name, stage, values)
 
     # ------------------------------------------------------------------ targets
 
@@ -248,22 +245,21 @@ class RealText:
         depths = {"full": None, "mini": "mini", "minipost": a.mini_layers + a.minipost_new_layers}
         plan = step2_plan(self.primary, files["tok"], files["train"], self.path("cache"), a.seq_len, a.batch,
                           a.full_steps, a.eval_marks, depths)
-        print(f"{lang}: step 2 budget " + ", ".join(f"{p} {plan[p][0]} steps" for p in PATHS), flush=True)
-        pairs = (["--parallel_file", files["pairs"], "--parallel_dev_file", files["pairs_dev"]]
-                 if "pairs" in files else [])
-        for p in PATHS:
+        print(f"{lang}: step 2 budget " + ", ".join(f"{p} {plan[p][0]} steps" for p in a.paths), flush=True)
+        pairs = ({"parallel_file": files["pairs"], "parallel_dev_file": files["pairs_dev"]}
+                 if "pairs" in files else {})
+        for p in a.paths:
             steps, every, _ = plan[p]
-            extra = {"full": ["--through", "full"], "mini": ["--through", "mini"],
-                     "minipost": ["--through", "mini", "--mini_model", self.minipost]}[p]
-            self.launch(self.out, f"{lang}-step2-{p}", "adapt.py", self.common() + extra + pairs + [
-                "--model", self.primary, "--tokenizer", files["tok"], "--init", a.init,
-                "--source_tokenizer", os.path.join(self.base, "tok-source"),
-                "--train_files", *files["train"], "--eval_files", *files["eval"], "--eval_blocks", 32,
-                "--task_models", *self.task_models, "--task_eval_file", files["test"], "--task_dev_file", files["dev"],
-                "--select_by", "zero_shot_accuracy", "--max_seq_length", a.seq_len, "--global_batch_size", a.batch,
-                "--max_steps", steps, "--eval_every", every, "--lr", a.full_lr if p == "full" else a.mini_lr,
-                "--warmup_steps", max(1, steps // 20), "--weight_decay", 0.0, "--log_every", every,
-                "--save_every", every, "--output_dir", self.path(f"{lang}-step2-{p}")])
+            extra = {"full": {"through": "full"}, "mini": {"through": "mini"},
+                     "minipost": {"through": "mini", "mini_model": self.minipost}}[p]
+            self.runs.stage(f"{lang}-step2-{p}", "adapt", {
+                **self.common(), **extra, **pairs, "model": self.primary, "tokenizer": files["tok"], "init": a.init,
+                "source_tokenizer": os.path.join(self.base, "tok-source"), "train_files": files["train"],
+                "eval_files": files["eval"], "eval_blocks": 32, "task_models": self.task_models,
+                "task_eval_file": files["test"], "task_dev_file": files["dev"], "select_by": "zero_shot_accuracy",
+                "max_seq_length": a.seq_len, "global_batch_size": a.batch, "max_steps": steps, "eval_every": every,
+                "lr": a.full_lr if p == "full" else a.mini_lr, "warmup_steps": max(1, steps // 20),
+                "weight_decay": 0.0, "log_every": every, "save_every": every})
         return plan
 
     def run(self) -> dict:
@@ -310,22 +306,23 @@ def language_figures(r: RealText, lang: str, files: dict, oracle: dict) -> dict:
     from mmadapt.report import step2_timing
     from mmadapt.verdict import dev_best, saving_to_reach, verdict, wall_clock_to_reach
 
-    curves = {p: read_jsonl(r.path(f"{lang}-step2-{p}", EVAL_FILE)) for p in PATHS}
-    summaries = {p: read_summary(r.path(f"{lang}-step2-{p}")) for p in PATHS}
+    paths = [p for p in PATHS if p in r.a.paths]
+    curves = {p: read_jsonl(r.path(f"{lang}-step2-{p}", EVAL_FILE)) for p in paths}
+    summaries = {p: read_summary(r.path(f"{lang}-step2-{p}")) for p in paths}
     counts = label_counts(files["test"])
     n = sum(counts.values())
     majority = max(counts.values()) / n
     baseline = max(0.25, majority)
     acc = verdict(curves, "zero_shot_accuracy", baseline, n)
     f1 = {p: dev_best(c, "zero_shot_macro_f1")["zero_shot_macro_f1"] for p, c in curves.items()}
-    reach = {p: saving_to_reach(curves["full"], curves[p], "zero_shot_accuracy", acc["tolerance"]) for p in PATHS[1:]}
+    reach = {p: saving_to_reach(curves["full"], curves[p], "zero_shot_accuracy", acc["tolerance"]) for p in paths[1:]}
     retrieval = (None if "pairs" not in files else
                  {p: dev_best(c, "retrieval_top1")["retrieval_top1"] for p, c in curves.items()})
     out = {"test_examples": n, "label_counts": counts, "majority": majority, "baseline": baseline, "verdict": acc,
            "macro_f1_best": f1, "macro_f1_final": {p: c[-1]["zero_shot_macro_f1"] for p, c in curves.items()},
-           "minipost_reach": reach["minipost"], "retrieval_best": retrieval,
+           "minipost_reach": reach.get("minipost"), "retrieval_best": retrieval,
            "step0": curves["full"][0]["zero_shot_accuracy"],
-           "step2": {p: step2_timing(summaries[p], curves[p]) for p in PATHS},
+           "step2": {p: step2_timing(summaries[p], curves[p]) for p in paths},
            "wall_clock_to_reach": {p: wall_clock_to_reach(curves["full"], curves[p], reach[p]) for p in reach},
            "curves": curves}
     if lang == "cipher":
@@ -359,7 +356,7 @@ def write_report(r: RealText, targets: dict, oracle: dict) -> dict:
         wall = f["wall_clock_to_reach"]["mini"]["wall_clock_saving"]
         rows.append(
             f"| {lang} | {f['test_examples']} | {pct(f['majority'])} | {pct(f['step0'])} | {pct(v['standard_final'])} / "
-            f"{pct(v['standard_best'])} | {pct(v['mini_final'])} / {pct(v['mini_best'])} | {pct(v['minipost_best'])} | "
+            f"{pct(v['standard_best'])} | {pct(v['mini_final'])} / {pct(v['mini_best'])} | {pct(v.get('minipost_best'))} | "
             f"{pct(f['macro_f1_best']['full'])} / {pct(f['macro_f1_best']['mini'])} | "
             + ("-" if f["retrieval_best"] is None else f"{pct(f['retrieval_best']['full'])} / {pct(f['retrieval_best']['mini'])}")
             + f" | {times(v['flops_saving_to_reach'], v['flops_saving_upper_bound'])} | "
@@ -404,25 +401,12 @@ def write_report(r: RealText, targets: dict, oracle: dict) -> dict:
 
 
 def plot(path: str, figures: dict, english: float) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from mmadapt.report import plot_panels
 
-    fig, axes = plt.subplots(1, len(figures), figsize=(4.2 * len(figures), 3.6), squeeze=False)
-    for ax, (lang, f) in zip(axes[0], figures.items()):
-        for p, curve in f["curves"].items():
-            ax.plot([r["flops"] / 1e12 for r in curve], [r["zero_shot_accuracy"] for r in curve], marker="o",
-                    markersize=3, label=LABELS[p])
-        ax.axhline(f["baseline"], color="grey", linestyle="--", label="baseline")
-        ax.axhline(f.get("oracle", english), color="grey", linestyle=":", label="oracle" if "oracle" in f else "English")
-        ax.set_title(lang)
-        ax.set_xlabel("step-2 TFLOP")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("zero-shot accuracy (test)")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plot_panels(path, {lang: {"lines": [(LABELS[p], curve, "-") for p, curve in f["curves"].items()],
+                              "hlines": [(f["baseline"], "--", "baseline"),
+                                         (f.get("oracle", english), ":", "oracle" if "oracle" in f else "English")]}
+                       for lang, f in figures.items()}, "zero_shot_accuracy", "zero-shot accuracy (test)")
 
 
 def main(argv=None) -> int:

@@ -172,9 +172,16 @@ def _base_type(tp):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with defaults shown and a bad flag as one line (what, and the fix), exit status 2."""
+    """argparse with defaults shown and a bad flag as one line (what, and the fix), exit status 2; with
+    ``raise_errors`` (a plan checked before it runs) a ConfigError instead."""
+
+    def __init__(self, *args, raise_errors: bool = False, **kw):
+        super().__init__(*args, **kw)
+        self.raise_errors = raise_errors
 
     def error(self, message: str):
+        if self.raise_errors:
+            raise ConfigError(f"{self.prog}: {message}; fix: see `{self.prog} --help`")
         self.exit(2, f"error: {self.prog}: {message}; fix: see `{self.prog} --help`\n")
 
 
@@ -212,8 +219,9 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, title: str, hidden:
         group.add_argument(*names, type=tp, help=f"{help_text} (default: {_shown(default)})", **kw)
 
 
-def build_parser(prog: str, description: str, sections=SECTIONS, hidden: tuple = ()) -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog=prog, description=description)
+def build_parser(prog: str, description: str, sections=SECTIONS, hidden: tuple = (),
+                 raise_errors: bool = False) -> argparse.ArgumentParser:
+    parser = ArgumentParser(prog=prog, description=description, raise_errors=raise_errors)
     parser.add_argument("--config", help="JSON or YAML file with any of the flags below (flags win)")
     # The deepspeed launcher appends --local_rank; the environment carries the same value.
     parser.add_argument("--local_rank", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from .artifacts import RunDir, has_tokenizer
 from .config import _f
 from .errors import ConfigError, exit_status
+from .orchestrate import Runs, StageCall
 
 DEMO_MARKER = ".mmadapt-demo"
 DEMO_ENTRIES = ("data", "tok-source", "tok-target", "pretrain", "minipost", "logs", "cache", "report.md",
@@ -118,7 +119,8 @@ class Demo:
     def __init__(self, cfg: DemoConfig, out: str | None = None):
         self.cfg = cfg
         self.out = os.path.abspath(out or cfg.output_dir)
-        self.timings: dict = {}
+        self.runs = Runs(self.out, cfg.nproc, reuse=cfg.reuse)
+        self.timings = self.runs.seconds  # every stage's seconds, and the demo's own (data, analysis, total)
 
     def prepare_output(self) -> None:
         """Never delete what the demo did not make: a non-empty directory without the demo's marker is
@@ -132,14 +134,6 @@ class Demo:
 
     def path(self, *parts) -> str:
         return os.path.join(self.out, *parts)
-
-    def launch(self, name: str, script: str, args: list) -> None:
-        """One stage on cfg.nproc ranks; with --reuse, skipped when its output is already complete."""
-        from .launch import run_stage
-
-        seconds = run_stage(self.out, name, script, args, self.cfg.nproc, reuse=self.cfg.reuse)
-        if seconds is not None:
-            self.timings[name] = seconds
 
     def data(self) -> None:
         from .synthetic import SyntheticConfig, generate
@@ -157,30 +151,29 @@ class Demo:
             size = c.vocab_size or whole_word_vocab_size(text)
             train_tokenizer(text, size, self.path(f"tok-{side}"), seed=c.seed, whole_words=True)
 
-    def common(self) -> list:
-        return ["--deepspeed_config", self.cfg.deepspeed_config, "--max_seq_length", self.cfg.max_seq_length,
-                "--global_batch_size", self.cfg.global_batch_size, "--seed", self.cfg.seed]
-
-    def pretrain(self) -> None:
+    def common(self) -> dict:
         c = self.cfg
-        self.launch("pretrain", "minijoint.py", self.common() + [
-            "--model", "tiny", "--hidden_size", c.hidden_size, "--num_layers", c.num_layers,
-            "--num_heads", c.num_heads, "--intermediate_size", 4 * c.hidden_size,
-            "--mini_layers", c.mini_layers, "--initializer_range", c.initializer_range,
-            "--sinusoidal_positions", c.sinusoidal_positions, "--hidden_dropout", 0.0, "--attention_dropout", 0.0,
-            "--train_files", self.path("data", "source.train.txt"), "--tokenizer", self.path("tok-source"),
-            "--output_dir", self.path("pretrain"), "--cache_dir", self.path("cache"),
-            "--max_steps", c.pretrain_steps, "--lr", c.pretrain_lr, "--mini_loss_weight", c.mini_loss_weight,
-            "--forget_every", c.forget_every, "--warmup_steps", max(1, c.pretrain_steps // 20), "--log_every", 50])
+        return {"deepspeed_config": c.deepspeed_config, "max_seq_length": c.max_seq_length,
+                "global_batch_size": c.global_batch_size, "seed": c.seed}
+
+    def pretrain_call(self) -> StageCall:
+        c = self.cfg
+        return self.runs.call("pretrain", "minijoint", {
+            **self.common(), "model": "tiny", "hidden_size": c.hidden_size, "num_layers": c.num_layers,
+            "num_heads": c.num_heads, "intermediate_size": 4 * c.hidden_size, "mini_layers": c.mini_layers,
+            "initializer_range": c.initializer_range, "sinusoidal_positions": c.sinusoidal_positions,
+            "hidden_dropout": 0.0, "attention_dropout": 0.0, "train_files": [self.path("data", "source.train.txt")],
+            "tokenizer": self.path("tok-source"), "cache_dir": self.path("cache"), "max_steps": c.pretrain_steps,
+            "lr": c.pretrain_lr, "mini_loss_weight": c.mini_loss_weight, "forget_every": c.forget_every,
+            "warmup_steps": max(1, c.pretrain_steps // 20), "log_every": 50}, where="mmadapt demo")
 
     def minipost(self) -> None:
         c = self.cfg
-        self.launch("minipost", "minipost.py", self.common() + [
-            "--model", RunDir(self.path("pretrain")).hf, "--extract_layers", c.mini_layers,
-            "--new_layers", c.new_layers, "--train_files", self.path("data", "source.train.txt"),
-            "--output_dir", self.path("minipost"), "--cache_dir", self.path("cache"),
-            "--max_steps", c.minipost_steps, "--lr", c.minipost_lr,
-            "--warmup_steps", max(1, c.minipost_steps // 20), "--log_every", 50])
+        self.runs.stage("minipost", "minipost", {
+            **self.common(), "model": RunDir(self.path("pretrain")).hf, "extract_layers": c.mini_layers,
+            "new_layers": c.new_layers, "train_files": [self.path("data", "source.train.txt")],
+            "cache_dir": self.path("cache"), "max_steps": c.minipost_steps, "lr": c.minipost_lr,
+            "warmup_steps": max(1, c.minipost_steps // 20), "log_every": 50}, where="mmadapt demo")
 
     def finetune(self) -> list:
         """One task model per --finetune_seeds. Fine-tuning a small model on this task now and then stays at
@@ -195,14 +188,13 @@ class Demo:
         spare = iter(range(max(c.finetune_seeds) + 1, max(c.finetune_seeds) + 1 + c.finetune_restarts))
         for seed in c.finetune_seeds:
             while True:
-                out = self.path(f"finetune-{seed}")
-                self.launch(f"finetune-{seed}", "finetune.py", [
-                    "--deepspeed_config", c.deepspeed_config, "--max_seq_length", c.task_seq_len,
-                    "--global_batch_size", c.global_batch_size, "--seed", seed, "--task", "xnli",
-                    "--model", RunDir(self.path("pretrain")).hf, "--train_files", self.path("data", "task.source.train.jsonl"),
-                    "--eval_files", self.path("data", "task.source.test.jsonl"), "--epochs", c.finetune_epochs,
-                    "--lr", c.finetune_lr, "--warmup_steps", 20, "--output_dir", out, "--log_every", 50,
-                    "--pooling", c.finetune_pooling, "--dropout", 0.0])
+                out = self.runs.stage(f"finetune-{seed}", "finetune", {
+                    **self.common(), "max_seq_length": c.task_seq_len, "seed": seed, "task": "xnli",
+                    "model": RunDir(self.path("pretrain")).hf,
+                    "train_files": [self.path("data", "task.source.train.jsonl")],
+                    "eval_files": [self.path("data", "task.source.test.jsonl")], "epochs": c.finetune_epochs,
+                    "lr": c.finetune_lr, "warmup_steps": 20, "log_every": 50, "pooling": c.finetune_pooling,
+                    "dropout": 0.0}, where="mmadapt demo")
                 spec, model, tok, meta = load_finetuned(out)
                 dev = score(spec, model, tok, load_examples(spec, self.path("data", "task.source.dev.jsonl")),
                             meta["max_seq_length"])["accuracy"]
@@ -239,20 +231,19 @@ class Demo:
         c = self.cfg
         for path in self.paths():
             steps, every, _ = plan[path]
-            through = "full" if path == "full" else "mini"
-            extra = ["--mini_model", self.path("minipost")] if path == "minipost" else []
-            self.launch(f"step2-{path}", "adapt.py", self.common() + extra + [
-                "--model", RunDir(self.path("pretrain")).hf, "--through", through,
-                "--tokenizer", self.path("tok-target"), "--train_files", self.path("data", "target.train.txt"),
-                "--eval_files", self.path("data", "target.test.txt"), "--eval_blocks", 32,
-                "--parallel_file", self.path("data", "parallel.tsv"),
-                "--parallel_dev_file", self.path("data", "parallel.dev.tsv"),
-                "--task_models", *task_dirs, "--task_eval_file", self.path("data", "task.target.test.jsonl"),
-                "--task_dev_file", self.path("data", "task.target.dev.jsonl"),
-                "--select_by", "zero_shot_accuracy", "--max_steps", steps, "--eval_every", every,
-                "--lr", c.full_lr if path == "full" else c.mini_lr, "--warmup_steps", max(1, steps // 20),
-                "--weight_decay", 0.0, "--output_dir", self.path(f"step2-{path}"), "--cache_dir", self.path("cache"),
-                "--log_every", every])
+            extra = {"mini_model": self.path("minipost")} if path == "minipost" else {}
+            self.runs.stage(f"step2-{path}", "adapt", {
+                **self.common(), **extra, "model": RunDir(self.path("pretrain")).hf,
+                "through": "full" if path == "full" else "mini", "tokenizer": self.path("tok-target"),
+                "train_files": [self.path("data", "target.train.txt")],
+                "eval_files": [self.path("data", "target.test.txt")], "eval_blocks": 32,
+                "parallel_file": self.path("data", "parallel.tsv"),
+                "parallel_dev_file": self.path("data", "parallel.dev.tsv"), "task_models": task_dirs,
+                "task_eval_file": self.path("data", "task.target.test.jsonl"),
+                "task_dev_file": self.path("data", "task.target.dev.jsonl"), "select_by": "zero_shot_accuracy",
+                "max_steps": steps, "eval_every": every, "lr": c.full_lr if path == "full" else c.mini_lr,
+                "warmup_steps": max(1, steps // 20), "weight_decay": 0.0, "cache_dir": self.path("cache"),
+                "log_every": every}, where="mmadapt demo")
 
     def run(self) -> dict:
         from .analysis import analyse
@@ -264,7 +255,7 @@ class Demo:
         if not (self.cfg.reuse and has_tokenizer(self.path("tok-target"))):
             self.data()
         self.timings["data"] = time.perf_counter() - t0
-        self.pretrain()
+        self.runs.run(self.pretrain_call())
         if self.cfg.minipost:
             self.minipost()
         task_dirs = self.finetune()
@@ -309,6 +300,7 @@ def check(cfg: DemoConfig) -> None:
                                  parallel_pairs=cfg.parallel_pairs, parallel_dev=cfg.parallel_dev,
                                  task_train=cfg.task_train, task_dev=cfg.task_dev, task_test=cfg.task_test))
     check_claimable(os.path.abspath(cfg.output_dir), DEMO_MARKER, "--output_dir")
+    Demo(cfg).pretrain_call()  # the first stage's settings, parsed as it will parse them (the others follow it)
 
 
 def run(cfg: DemoConfig) -> dict:

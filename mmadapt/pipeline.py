@@ -20,124 +20,178 @@ resumes where it stopped and a new language reuses everything before step 2. The
       - {name: de, train_files: [de.txt], eval_files: [de.test.txt], task_eval_file: xnli.de.jsonl,
          vocab_size: 8000}
 
-It writes ``summary.md`` and ``summary.json``: score and step-2 FLOPs per language and method.
+It writes ``summary.md`` and ``summary.json``: score and step-2 FLOPs per language and method. The YAML is
+read into typed specs and every stage's settings are parsed by that stage's own parser before the first
+stage runs (mmadapt/orchestrate.py): a misspelt or mistyped key fails at once, in one line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from dataclasses import dataclass, field
+from typing import Optional
 
 from .artifacts import RunDir, has_tokenizer, read_finetune_meta, read_summary, write_json
 from .errors import ConfigError, exit_status
-from .launch import run_stage
+from .orchestrate import Runs, StageCall
 
-REQUIRED = {"output_dir", "source", "task", "languages"}
 PIPELINE_MARKER = ".mmadapt-pipeline"
 
 
-def _flags(d: dict) -> list:
-    """A YAML mapping as stage flags: ``key: true`` -> --key, ``key: false`` -> --no_key (every switch has
-    both), lists -> --key a b. What no flag can say (null, a nested mapping) is refused, not dropped."""
-    out = []
-    for key, value in (d or {}).items():
-        if value is True:
-            out.append(f"--{key}")
-        elif value is False:
-            out.append(f"--no_{key}")
-        elif value is None or isinstance(value, dict):
-            raise ConfigError(f"pipeline config: `{key}: {value!r}` cannot be passed as a flag; fix: give a "
-                              "value, or remove the key to keep the stage's default")
-        elif isinstance(value, list):
-            out += [f"--{key}", *value]
-        else:
-            out += [f"--{key}", value]
-    return out
+@dataclass
+class SourceSpec:
+    model: Optional[str] = None  # a pretrained model with a MiniJoint head, or ...
+    pretrain: Optional[dict] = None  # ... launchers/minijoint.py's settings to pretrain one
+    minipost: Optional[dict] = None  # launchers/minipost.py's settings: a MiniPost mini-model too
 
 
-def load_config(path: str) -> dict:
+@dataclass
+class TaskSpec:
+    train_file: str
+    name: str = "xnli"
+    eval_file: Optional[str] = None
+    args: dict = field(default_factory=dict)  # launchers/finetune.py's settings
+
+
+@dataclass
+class LanguageSpec:
+    name: str
+    train_files: list
+    eval_files: list = field(default_factory=list)
+    task_eval_file: Optional[str] = None
+    tokenizer: Optional[str] = None  # a tokenizer directory; none: one is trained on train_files
+    vocab_size: int = 8000
+
+
+@dataclass
+class PipelineConfig:
+    output_dir: str
+    source: SourceSpec
+    task: TaskSpec
+    languages: list  # of LanguageSpec
+    deepspeed_config: str = "ds_configs/zero3_cpu.json"
+    nproc: int = 1
+    common: dict = field(default_factory=dict)  # settings every stage gets
+    through: list = field(default_factory=lambda: ["mini", "full"])
+    init: Optional[list] = None  # step 2's starts, each a run of its own; none: the stage's default
+    step2: dict = field(default_factory=dict)  # launchers/adapt.py's settings
+
+
+def _typed(cls, raw, where: str):
+    """``raw`` (a YAML mapping) as ``cls``: unknown and missing keys refused, one line naming the key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {raw!r}; fix: give `key: value` lines")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; fix: use {', '.join(sorted(names))}")
+    missing = sorted(f.name for f in dataclasses.fields(cls) if f.name not in raw
+                     and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+    if missing:
+        raise ConfigError(f"{where}: missing {missing}; fix: add them")
+    return cls(**raw)
+
+
+def load_config(path: str) -> PipelineConfig:
+    """The YAML as a typed PipelineConfig, every stage's settings parsed by that stage's parser: a mistake
+    anywhere fails now, in one line, before the first stage runs."""
     import yaml
 
     if not os.path.isfile(path):
         raise ConfigError(f"pipeline config {path}: not found; fix: give a YAML file (see `mmadapt pipeline -h`)")
     with open(path, encoding="utf-8") as fh:
         try:
-            cfg = yaml.safe_load(fh) or {}
+            raw = yaml.safe_load(fh) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"pipeline config {path}: invalid YAML ({exc}); fix: correct it") from None
-    missing = REQUIRED - set(cfg)
-    if missing:
-        raise ConfigError(f"pipeline config {path}: missing {sorted(missing)}; fix: add them")
-    src = cfg["source"]
-    if not (src.get("model") or src.get("pretrain")):
-        raise ConfigError(f"pipeline config {path}: source needs `model` or `pretrain`; fix: add one")
-    for i, lang in enumerate(cfg["languages"]):
-        for key in ("name", "train_files"):
-            if key not in lang:
-                raise ConfigError(f"pipeline config {path}: languages[{i}] lacks `{key}`; fix: add it")
-    task = cfg["task"]
-    if not isinstance(task, dict) or "train_file" not in task:
-        raise ConfigError(f"pipeline config {path}: task lacks `train_file`; fix: add it")
+    where = f"pipeline config {path}"
+    cfg = _typed(PipelineConfig, raw, where)
+    cfg.source = _typed(SourceSpec, cfg.source or {}, f"{where}: source")
+    cfg.task = _typed(TaskSpec, cfg.task, f"{where}: task")
+    if not isinstance(cfg.languages, list) or not cfg.languages:
+        raise ConfigError(f"{where}: languages is empty; fix: list at least one target language")
+    cfg.languages = [_typed(LanguageSpec, lang, f"{where}: languages[{i}]") for i, lang in enumerate(cfg.languages)]
+    if not (cfg.source.model or cfg.source.pretrain):
+        raise ConfigError(f"{where}: source needs `model` or `pretrain`; fix: add one")
     from .tasks import TASKS
 
-    if task.get("name", "xnli") not in TASKS:
-        raise ConfigError(f"pipeline config {path}: task name {task['name']!r} is not one of {', '.join(TASKS)}; "
-                          "fix: pick one of them")
-    bad = set(cfg.get("through", ["mini", "full"])) - {"mini", "full"}
+    if cfg.task.name not in TASKS:
+        raise ConfigError(f"{where}: task name {cfg.task.name!r} is not one of {', '.join(TASKS)}; fix: pick one of them")
+    bad = set(cfg.through) - {"mini", "full"}
     if bad:
-        raise ConfigError(f"pipeline config {path}: through {sorted(bad)}; fix: use mini and/or full")
+        raise ConfigError(f"{where}: through {sorted(bad)}; fix: use mini and/or full")
     from .stages.adapt import INITS
 
-    bad = set(cfg.get("init", [])) - set(INITS)
+    bad = set(cfg.init or []) - set(INITS)
     if bad:
-        raise ConfigError(f"pipeline config {path}: init {sorted(bad)}; fix: use {', '.join(INITS)}")
-    if "init" in cfg and "init" in (cfg.get("step2") or {}):
-        raise ConfigError(f"pipeline config {path}: init is given twice (top level and step2); fix: keep one")
-    # Every flag mapping is checked now, not when its stage comes (after earlier stages ran).
-    for flags in (cfg.get("common"), src.get("pretrain"), src.get("minipost"), cfg["task"].get("args"),
-                  cfg.get("step2")):
-        _flags(flags)
+        raise ConfigError(f"{where}: init {sorted(bad)}; fix: use {', '.join(INITS)}")
+    if cfg.init is not None and "init" in (cfg.step2 or {}):
+        raise ConfigError(f"{where}: init is given twice (top level and step2); fix: keep one")
+    Pipeline(cfg, where).plan()  # every stage's settings through its own parser, nothing run
     from .outdir import check_claimable
 
-    check_claimable(os.path.abspath(cfg["output_dir"]), PIPELINE_MARKER, "output_dir")
+    check_claimable(os.path.abspath(cfg.output_dir), PIPELINE_MARKER, "output_dir")
     return cfg
 
 
 class Pipeline:
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: PipelineConfig, where: str = "pipeline config"):
         self.cfg = cfg
-        self.out = os.path.abspath(cfg["output_dir"])
-        self.nproc = int(cfg.get("nproc", 1))
-        self.ds = ["--deepspeed_config", cfg.get("deepspeed_config", "ds_configs/zero3_cpu.json")]
-        self.common = _flags(cfg.get("common"))
+        self.where = where
+        self.out = os.path.abspath(cfg.output_dir)
+        self.runs = Runs(self.out, int(cfg.nproc))
 
     def path(self, *parts) -> str:
         return os.path.join(self.out, *parts)
 
-    def stage(self, name: str, script: str, args: list) -> str:
-        run_stage(self.out, name, script, self.ds + self.common + args + ["--output_dir", self.path(name)], self.nproc)
-        return self.path(name)
+    def call(self, name: str, stage: str, values: dict, key: str) -> StageCall:
+        base = {"deepspeed_config": self.cfg.deepspeed_config, **(self.cfg.common or {})}
+        return self.runs.call(name, stage, {**base, **values}, f"{self.where}: {key}")
 
-    def source_model(self) -> tuple[str, dict]:
-        src = self.cfg["source"]
-        if src.get("pretrain"):
-            model = RunDir(self.stage("pretrain", "minijoint.py", _flags(src["pretrain"]))).hf
-        else:
-            model = src["model"]
-        mini = {}
-        if src.get("minipost"):
-            mini["minipost"] = self.stage("minipost", "minipost.py",
-                                          ["--model", model] + _flags(src["minipost"]))
-        return model, mini
+    @property
+    def model(self) -> str:
+        return RunDir(self.path("pretrain")).hf if self.cfg.source.pretrain else self.cfg.source.model
 
-    def tokenizer(self, lang: dict) -> str:
+    def tokenizer_dir(self, lang: LanguageSpec) -> str:
+        return lang.tokenizer or self.path(f"tok-{lang.name}")
+
+    def plan(self) -> dict:
+        """Every stage call, in order: {"source": [...], "finetune": call, "step2": [(language, method, call)]}."""
+        cfg, src = self.cfg, self.cfg.source
+        source = []
+        if src.pretrain:
+            source.append(self.call("pretrain", "minijoint", src.pretrain, "source.pretrain"))
+        if src.minipost:
+            source.append(self.call("minipost", "minipost", {"model": self.model, **src.minipost}, "source.minipost"))
+        task = cfg.task
+        finetune = self.call("finetune", "finetune", {
+            "task": task.name, "model": self.model, "train_files": [task.train_file],
+            **({"eval_files": [task.eval_file]} if task.eval_file else {}), **(task.args or {})}, "task.args")
+        step2 = []
+        for lang in cfg.languages:
+            for through in cfg.through:
+                variants = [("", {})]
+                if through == "mini" and src.minipost:
+                    variants.append(("-minipost", {"mini_model": self.path("minipost")}))
+                if cfg.init is not None:  # each start a run of its own; normal keeps the plain name
+                    variants = [(suffix + ("" if init == "normal" else f"-{init}"), {**extra, "init": init})
+                                for suffix, extra in variants for init in cfg.init]
+                for suffix, extra in variants:
+                    call = self.call(f"step2-{lang.name}-{through}{suffix}", "adapt", {
+                        "model": self.model, "through": through, "tokenizer": self.tokenizer_dir(lang),
+                        "train_files": lang.train_files, **({"eval_files": lang.eval_files} if lang.eval_files else {}),
+                        **extra, **(cfg.step2 or {})}, "step2")
+                    step2.append((lang, through + suffix, call))
+        return {"source": source, "finetune": finetune, "step2": step2}
+
+    def tokenizer(self, lang: LanguageSpec) -> str:
         from .tokenizer import train_tokenizer
 
-        if lang.get("tokenizer"):
-            return lang["tokenizer"]
-        out = self.path(f"tok-{lang['name']}")
+        out = self.tokenizer_dir(lang)
         if not has_tokenizer(out):
-            print(f"== tokenizer {lang['name']}", flush=True)
-            train_tokenizer(lang["train_files"], int(lang.get("vocab_size", 8000)), out)
+            print(f"== tokenizer {lang.name}", flush=True)
+            train_tokenizer(lang.train_files, int(lang.vocab_size), out)
         return out
 
     def evaluate(self, finetuned: str, pack: str, eval_file: str) -> dict:
@@ -151,37 +205,23 @@ class Pipeline:
     def run(self) -> list:
         from .outdir import claim_run_dir
 
+        plan = self.plan()
         claim_run_dir(self.out, PIPELINE_MARKER, "output_dir")
-        model, minis = self.source_model()
-        task = self.cfg["task"]
-        finetuned = self.stage("finetune", "finetune.py", [
-            "--task", task.get("name", "xnli"), "--model", model, "--train_files", task["train_file"],
-            *(["--eval_files", task["eval_file"]] if task.get("eval_file") else []), *_flags(task.get("args"))])
+        for call in plan["source"]:
+            self.runs.run(call)
+        finetuned = self.runs.run(plan["finetune"])
         rows = []
         source_score = read_finetune_meta(finetuned).get("source_score")
-        for lang in self.cfg["languages"]:
-            tok = self.tokenizer(lang)
-            for through in self.cfg.get("through", ["mini", "full"]):
-                variants = [("", [])]
-                if through == "mini" and "minipost" in minis:
-                    variants.append(("-minipost", ["--mini_model", minis["minipost"]]))
-                if "init" in self.cfg:  # each start a run of its own; normal keeps the plain name
-                    variants = [(suffix + ("" if init == "normal" else f"-{init}"), extra + ["--init", init])
-                                for suffix, extra in variants for init in self.cfg["init"]]
-                for suffix, extra in variants:
-                    name = f"step2-{lang['name']}-{through}{suffix}"
-                    evals = ["--eval_files", *lang["eval_files"]] if lang.get("eval_files") else []
-                    pack = self.stage(name, "adapt.py", [
-                        "--model", model, "--through", through, "--tokenizer", tok,
-                        "--train_files", *lang["train_files"], *evals, *extra,
-                        *_flags(self.cfg.get("step2"))])
-                    summary = read_summary(pack)
-                    row = {"language": lang["name"], "method": through + suffix, "step2_steps": summary["steps"],
-                           "step2_flops": summary["flops"]}
-                    if lang.get("task_eval_file"):
-                        result = self.evaluate(finetuned, pack, lang["task_eval_file"])
-                        row.update({k: v for k, v in result.items() if k not in ("pack", "examples")})
-                    rows.append(row)
+        for lang, method, call in plan["step2"]:
+            self.tokenizer(lang)
+            pack = self.runs.run(call)
+            summary = read_summary(pack)
+            row = {"language": lang.name, "method": method, "step2_steps": summary["steps"],
+                   "step2_flops": summary["flops"]}
+            if lang.task_eval_file:
+                result = self.evaluate(finetuned, pack, lang.task_eval_file)
+                row.update({k: v for k, v in result.items() if k not in ("pack", "examples")})
+            rows.append(row)
         self.write_summary(rows, source_score)
         return rows
 

@@ -39,6 +39,30 @@ def plot_curves(curves: dict, key: str, ylabel: str, path: str, hline=None, labe
     plt.close(fig)
 
 
+def plot_panels(path: str, panels: dict, key: str, ylabel: str) -> None:
+    """Side-by-side panels of ``key`` against step-2 TFLOP (one per target language, say):
+    {title: {"lines": [(label, curve, linestyle)], "hlines": [(value, linestyle, label)]}}."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.6), squeeze=False)
+    for ax, (title, panel) in zip(axes[0], panels.items()):
+        for label, curve, style in panel["lines"]:
+            pts = [(r["flops"] / 1e12, r[key]) for r in curve if r.get(key) is not None]
+            ax.plot(*zip(*pts), marker="o", markersize=3, linestyle=style, label=label)
+        for value, style, label in panel.get("hlines", ()):
+            ax.axhline(value, color="grey", linestyle=style, label=label)
+        ax.set_title(title)
+        ax.set_xlabel("step-2 TFLOP")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_layer_similarity(similarity: dict, mini_layers: int, path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")

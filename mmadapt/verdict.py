@@ -47,6 +47,12 @@ def _after_step0(curve: list) -> list:
     return [r for r in curve if r["flops"] > 0]
 
 
+def improves(value, best, higher_is_better: bool = True) -> bool:
+    """The one rule for a best, in step 2 (the pack's best embeddings) and in every report: a strictly
+    better figure than the best so far, so the earliest of equals stays best."""
+    return value is not None and (best is None or (value > best if higher_is_better else value < best))
+
+
 def dev_best(curve: list, key: str) -> dict:
     """The evaluation after step 0 with the highest dev figure (the earliest of ties). A curve without
     the dev figure is an error: the test figure never stands in for it."""
@@ -57,7 +63,11 @@ def dev_best(curve: list, key: str) -> dict:
     if missing:
         raise ValueError(f"the evaluation at {missing[0]:.4g} FLOPs has no dev_{key}: a best is chosen on a dev "
                          "split; fix: run step 2 with the dev files (--task_dev_file / --parallel_dev_file)")
-    return max(after, key=lambda r: (r["dev_" + key], -r["flops"]))
+    best = after[0]
+    for record in after[1:]:
+        if improves(record["dev_" + key], best["dev_" + key]):
+            best = record
+    return best
 
 
 def first_reaching(curve: list, key: str, target: float):

@@ -9,7 +9,7 @@ import torch
 
 from mmadapt.engine import exit_process
 from mmadapt.stages.pretrain import Pretrain
-from mmadapt.stages.runner import training_main
+from mmadapt.stages.runner import run, stage_main
 
 FROZEN = "roberta.embeddings.word_embeddings.weight"
 
@@ -34,4 +34,5 @@ class FrozenEmbeddings(Pretrain):
 
 
 if __name__ == "__main__":
-    exit_process(training_main("minijoint", "", FrozenEmbeddings, sys.argv[1:]))
+    exit_process(stage_main("minijoint", "", FrozenEmbeddings.sections, lambda s: run(FrozenEmbeddings(s)),
+                            sys.argv[1:], FrozenEmbeddings.hidden_flags))

@@ -8,7 +8,6 @@ what matters here is what each step freezes, trains, records and refuses, not th
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 
@@ -19,6 +18,7 @@ from safetensors.torch import load_file
 from mmadapt.config import ModelConfig, resolve_model
 from mmadapt.errors import ConfigError
 from mmadapt.hf_io import export_hf, load_pretrained_state_dict
+from mmadapt.launch import free_port
 from mmadapt.model import MiniJointForMaskedLM
 from mmadapt.artifacts import load_finetuned, load_pack
 from mmadapt.packs import swap_language
@@ -38,10 +38,7 @@ NOUNS = ["cat", "dog", "bird", "fish", "farmer", "child", "teacher", "river", "h
 VERBS = ["sees", "likes", "finds", "helps", "feeds"]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_free_port = free_port
 
 
 def run_stage(script, args, ranks=1):
@@ -288,7 +285,7 @@ def test_pawsx_and_mlqa_fixtures_fine_tune_and_score(world):
             assert result["f1"] > 0.3, result
 
 
-def test_minipost_freezes_the_extracted_bottom_and_feeds_step2(world):
+def test_minipost_freezes_the_extracted_bottom_and_feeds_step2(world, capsys):
     root = world["root"]
     out = str(root / "minipost")
     run_stage("minipost.py", COMMON + ["--from_pretrained", world["primary"], "--extract_layers", 2,
@@ -321,6 +318,9 @@ def test_minipost_freezes_the_extracted_bottom_and_feeds_step2(world):
                      "--mini_model", out, "--tokenizer", world["tgt_tok"], "--train_files", world["tgt"],
                      "--output_dir", str(root / "refused")])
     assert rc == 2 and not (root / "refused").exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--mini_model {out} was extracted from another model" in err[0], err
+    assert "fix: pass the --model it was built from" in err[0]
 
 
 def test_bad_inputs_to_the_adaptation_steps(world, tmp_path, capsys):
@@ -377,7 +377,7 @@ def test_bad_inputs_to_the_adaptation_steps(world, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_pipeline_runs_all_steps_and_skips_complete_ones(world, tmp_path):
+def test_pipeline_runs_all_steps_and_skips_complete_ones(world, tmp_path, capsys):
     import yaml
 
     from mmadapt.pipeline import main as pipeline_main
@@ -407,9 +407,12 @@ def test_pipeline_runs_all_steps_and_skips_complete_ones(world, tmp_path):
     assert pipeline_main([str(path)]) == 0  # everything complete: nothing reruns
     assert os.path.getmtime(tmp_path / "pipe" / "step2-xx-mini" / "summary.json") == stamp
 
+    capsys.readouterr()
     del cfg["task"]
     path.write_text(yaml.safe_dump(cfg))
     assert pipeline_main([str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"pipeline config {path}: missing ['task']; fix: add them" in err[0], err
 
 
 def test_step2_resume_keeps_the_best_score_and_embeddings(world, tmp_path):

@@ -141,7 +141,7 @@ def test_pipeline_config_takes_classify_and_refuses_an_unknown_task(world, tmp_p
            "languages": [{"name": "xx", "train_files": [world["tgt"]], "task_eval_file": world["tgt_test"]}]}
     path = tmp_path / "pipe.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    assert load_config(str(path))["task"]["name"] == "classify"
+    assert load_config(str(path)).task.name == "classify"
     cfg["task"]["name"] = "clasify"
     path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(ConfigError, match="task name 'clasify' is not one of xnli, pawsx, classify, mlqa"):

@@ -3,18 +3,19 @@
 import glob
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
 import time
 
-import psutil
 import pytest
 
 from conftest import REPO
 from test_launcher_zero3 import DEEPSPEED, LAUNCHER, _free_port, metrics
 
 pytestmark = pytest.mark.slow
+STALL_PROBE = os.path.join(REPO, "tests", "stall_probe.py")
 
 
 def test_killed_rank_ends_the_job_and_the_last_checkpoint_resumes(tmp_path, text_and_tokenizer):
@@ -24,32 +25,31 @@ def test_killed_rank_ends_the_job_and_the_last_checkpoint_resumes(tmp_path, text
             "--train_files", text, "--tokenizer", tok_dir, "--max_seq_length", "32", "--global_batch_size", "8",
             "--max_steps", "400", "--log_every", "1", "--save_every", "5", "--cache_dir", str(tmp_path / "cache"),
             "--output_dir", str(out)]
+    # Rank 1 stops after step 12 (past the step-10 checkpoint; rank 0 has logged step 11 and waits in step
+    # 12's collective) and says so through a FIFO: the test waits on that event, then kills it.
+    fifo = str(tmp_path / "stalled")
+    os.mkfifo(fifo)
+    env = {**os.environ, "STALL_RANK": "1", "STALL_STEP": "12", "STALL_FIFO": fifo}
     port = _free_port()
-    launcher = subprocess.Popen([DEEPSPEED, "--num_gpus", "2", "--master_port", str(port), LAUNCHER, *args],
-                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    launcher = subprocess.Popen([DEEPSPEED, "--num_gpus", "2", "--master_port", str(port), STALL_PROBE, *args],
+                                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            if (out / "metrics.jsonl").exists() and len(metrics(out)) >= 12:
-                break
-            assert launcher.poll() is None, launcher.stderr.read()[-3000:]
-            time.sleep(0.5)
-        rank1 = [p for p in psutil.Process(launcher.pid).children(recursive=True)
-                 if "--local_rank=1" in " ".join(p.cmdline())]
-        assert len(rank1) == 1
-        # Freeze rank 1 (rank 0 then blocks in its next collective) and kill it only once the run has
-        # logged past its latest checkpoint, so that the resume below must drop those records.
-        for _ in range(200):
-            rank1[0].suspend()
-            time.sleep(0.5)
-            latest = out / "checkpoints" / "latest"
-            saved = int(latest.read_text().removeprefix("step")) if latest.exists() else 0
-            if saved >= 10 and metrics(out)[-1]["step"] > saved:
-                break
-            rank1[0].resume()
-            time.sleep(0.2)
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # opened now, so the writer never blocks on open
+        message, log, deadline = b"", b"", time.monotonic() + 600
+        try:
+            while not message:  # wakes on the FIFO or on the job's stderr (drained; its end = the job ended)
+                ready, _, _ = select.select([reader, launcher.stderr], [], [], max(0.0, deadline - time.monotonic()))
+                assert ready, "rank 1 did not reach step 12 within 600 s"
+                if reader in ready:
+                    message = os.read(reader, 64)
+                if launcher.stderr in ready:
+                    chunk = os.read(launcher.stderr.fileno(), 1 << 16)
+                    log += chunk
+                    assert chunk, f"the job ended before rank 1 stalled: {log[-3000:].decode(errors='replace')}"
+        finally:
+            os.close(reader)
         killed_at = time.time()
-        os.kill(rank1[0].pid, signal.SIGKILL)
+        os.kill(int(message.decode()), signal.SIGKILL)
         rc = launcher.wait(timeout=120)
         assert rc != 0 and time.time() - killed_at < 120
     finally:
@@ -62,8 +62,8 @@ def test_killed_rank_ends_the_job_and_the_last_checkpoint_resumes(tmp_path, text
     ckpt = out / "checkpoints"
     tag = (ckpt / "latest").read_text()
     step = int(tag.removeprefix("step"))
-    assert step >= 10 and step % 5 == 0 and (ckpt / tag).is_dir()
-    assert metrics(out)[-1]["step"] > step  # the killed run logged past its checkpoint
+    assert step == 10 and (ckpt / tag).is_dir()
+    assert metrics(out)[-1]["step"] == 11  # the killed run logged past its checkpoint
 
     resumed = subprocess.run([DEEPSPEED, "--num_gpus", "2", "--master_port", str(_free_port()), LAUNCHER, *args,
                               "--resume", "--stop_at_step", str(step + 3)], cwd=REPO, capture_output=True,

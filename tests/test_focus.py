@@ -202,16 +202,16 @@ def test_pipeline_runs_each_init_and_refuses_unknown_ones(tmp_path):
     path.write_text(yaml.safe_dump(cfg))
     runs = []
 
-    def stage(name, script, args):  # a stand-in: records the run, leaves what the pipeline reads next
-        runs.append((name, args))
-        os.makedirs(tmp_path / name)
+    def run(call):  # a stand-in: records the run, leaves what the pipeline reads next
+        runs.append((call.name, call.argv))
+        os.makedirs(tmp_path / call.name)
         record = {"finetune.json": {}, "summary.json": {"steps": 1, "flops": 1.0}}
-        fname = "finetune.json" if name == "finetune" else "summary.json"
-        (tmp_path / name / fname).write_text(json.dumps(record[fname]))
-        return str(tmp_path / name)
+        fname = "finetune.json" if call.name == "finetune" else "summary.json"
+        (tmp_path / call.name / fname).write_text(json.dumps(record[fname]))
+        return str(tmp_path / call.name)
 
     pipe = Pipeline(load_config(str(path)))
-    pipe.stage, pipe.tokenizer = stage, lambda lang: "tok"
+    pipe.runs.run, pipe.tokenizer = run, lambda lang: "tok"
     rows = pipe.run()
     step2 = {name: args[args.index("--init") + 1] for name, args in runs[1:]}
     assert step2 == {"step2-xx-mini": "normal", "step2-xx-mini-focus": "focus", "step2-xx-full": "normal",

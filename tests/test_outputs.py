@@ -14,7 +14,7 @@ from mmadapt.demo import main as demo_main
 from mmadapt.errors import ConfigError
 from mmadapt.hf_io import export_hf
 from mmadapt.model import MiniJointForMaskedLM
-from mmadapt.pipeline import _flags
+from mmadapt.orchestrate import as_flags
 from mmadapt.pipeline import main as pipeline_main
 
 
@@ -86,10 +86,10 @@ def test_export_refuses_a_directory_with_other_files(tmp_path):
 
 
 def test_pipeline_says_false_and_refuses_what_no_flag_can_say(tmp_path, capsys):
-    flags = _flags({"mini_head": False, "activation_checkpointing": True, "lr": 0.1, "train_files": ["a", "b"]})
-    assert flags == ["--no_mini_head", "--activation_checkpointing", "--lr", 0.1, "--train_files", "a", "b"]
+    flags = as_flags({"mini_head": False, "activation_checkpointing": True, "lr": 0.1, "train_files": ["a", "b"]})
+    assert flags == ["--no_mini_head", "--activation_checkpointing", "--lr", "0.1", "--train_files", "a", "b"]
     parser = build_parser("minijoint", "")
-    sections = parse_sections(parser, [str(f) for f in flags])
+    sections = parse_sections(parser, flags)
     assert sections["model"].mini_head is False and sections["model"].activation_checkpointing is True
     # every switch has its --no_ form, so false is always expressible
     assert parse_sections(parser, ["--no_activation_checkpointing"])["model"].activation_checkpointing is False

@@ -127,6 +127,53 @@ def test_a_rerun_keeps_every_complete_stage(run):
     assert all(os.path.getmtime(os.path.join(out, n, "summary.json")) == t for n, t in before.items())
 
 
+def test_overlap_through_the_launcher_starts_the_cipher_at_its_oracle(run, tmp_path):
+    """The cipher's pieces are the source's under other ids, so --init overlap copies every row: step 2 starts
+    from the perfect answer, whose zero-shot score the first report measured on the same examples."""
+    out, cmd, report, _ = run
+    other = str(tmp_path / "overlap")
+    flags = cmd[cmd.index("--data"):]
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "realtext.py"), "--output", other,
+                           "--pretrained", out, "--init", "overlap", "--paths", "full", "mini", *flags],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("complete in --pretrained, reused") == 2  # MiniPost and the task model
+    assert sorted(n for n in os.listdir(other) if "step2" in n) == [
+        "cipher-step2-full", "cipher-step2-mini", "de-step2-full", "de-step2-mini"]
+    with open(os.path.join(other, "realtext.json"), encoding="utf-8") as fh:
+        cipher = json.load(fh)["targets"]["cipher"]
+    for path in ("full", "mini"):
+        with open(os.path.join(other, f"cipher-step2-{path}", "summary.json"), encoding="utf-8") as fh:
+            summary = json.load(fh)
+        assert summary["init"] == "overlap" and summary["rows_copied"] == summary["vocab_size"]
+        assert cipher["curves"][path][0]["zero_shot_accuracy"] == pytest.approx(cipher["oracle"], abs=1e-9)
+    assert cipher["oracle"] == pytest.approx(report["targets"]["cipher"]["oracle"], abs=1e-9)
+
+    # benchmarks/starts.py compares the two starts on the real language (the cipher is left out: its
+    # overlap start is its answer), against the standard path from normal
+    starts = str(tmp_path / "starts")
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "starts.py"), "--runs",
+                           f"normal={out}", f"overlap={other}", "--output", starts],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(os.path.join(starts, "starts.json"), encoding="utf-8") as fh:
+        de = json.load(fh)
+    assert list(de) == ["de"]
+    de = de["de"]
+    assert set(de["rows"]) == {"normal/full", "normal/mini", "overlap/full", "overlap/mini"}
+    reference = report["targets"]["de"]["curves"]["full"]
+    assert de["reference_final"] == reference[-1]["zero_shot_accuracy"]
+    assert de["rows"]["normal/full"]["final"] == reference[-1]["zero_shot_accuracy"]
+    # the reference holds its own final from its last mark at the latest: a saving of at least 1x
+    assert de["rows"]["normal/full"]["saving"] >= 1.0
+    assert de["rows"]["overlap/full"]["one_time"]["rows_copied"] > 0
+    assert "| overlap | MiniJoint |" in open(os.path.join(starts, "starts.md"), encoding="utf-8").read()
+    # a run named by another start than its own is refused
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "starts.py"), "--runs",
+                           f"normal={out}", f"focus={other}", "--output", starts], capture_output=True, text=True)
+    assert proc.returncode == 2 and "from --init overlap" in proc.stderr
+
+
 def test_missing_data_is_one_line_and_writes_nothing(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "realtext.py"), "--output", str(out),
@@ -135,12 +182,15 @@ def test_missing_data_is_one_line_and_writes_nothing(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
 
 
-def test_a_bad_count_is_one_line_and_writes_nothing(tmp_path):
+@pytest.mark.parametrize("flags, named", [(["--task_test_limit", "0"], "--task_test_limit 0"),
+                                          (["--paths", "full", "minipost"], "--paths full minipost")])
+def test_a_bad_count_is_one_line_and_writes_nothing(tmp_path, flags, named):
     data = tmp_path / "data"
     data.mkdir()
     make_data(data, random.Random(1))
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "realtext.py"), "--output", str(out),
-                           "--data", str(data), "--languages", "de", "cipher", "--task_test_limit", "0"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "--task_test_limit 0" in proc.stderr
+                           "--data", str(data), "--languages", "de", "cipher", *flags], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and named in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from mmadapt.verdict import (dev_best, noise_tolerance, saving_to_reach, verdict, wall_clock_to_reach,
+from mmadapt.verdict import (dev_best, improves, noise_tolerance, saving_to_reach, verdict, wall_clock_to_reach,
                              wilson_interval)
 
 KEY = "zero_shot_accuracy"
@@ -114,6 +114,13 @@ def test_the_best_is_chosen_on_dev_and_scored_on_test():
     assert dev_best(tied, KEY)["flops"] == 10.0
 
 
+def test_one_rule_for_a_best_higher_or_lower_is_better():
+    assert improves(0.5, None) and not improves(None, 0.5) and not improves(None, None)
+    assert improves(0.6, 0.5) and not improves(0.5, 0.5) and not improves(0.4, 0.5)  # equal: the earlier stays
+    assert improves(2.0, 2.5, higher_is_better=False) and not improves(2.5, 2.5, higher_is_better=False)
+    assert not improves(3.0, 2.5, higher_is_better=False)  # a loss: lower is better
+
+
 def test_a_missing_dev_figure_is_an_error_not_a_fall_back_to_test():
     c = curve([0.70, 0.80, 0.85])
     del c[2]["dev_" + KEY]
@@ -142,3 +149,17 @@ def test_wall_clock_to_reach_reads_the_marks_training_seconds():
                  "wall_clock_saving": pytest.approx(40 / 7.5)}
     never = saving_to_reach(full, curve([0.5] * 10), KEY, 0.005)
     assert wall_clock_to_reach(full, curve([0.5] * 10), never)["wall_clock_saving"] is None
+
+
+def test_how_a_start_and_the_mini_model_combine():
+    import importlib.util
+    import os
+
+    spec = importlib.util.spec_from_file_location(
+        "starts", os.path.join(os.path.dirname(__file__), "..", "benchmarks", "starts.py"))
+    starts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(starts)
+    assert starts.combine(2.0, 2.0, 4.0).startswith("multiply")
+    assert starts.combine(3.0, 2.0, 3.1).startswith("overlap")
+    assert starts.combine(3.0, 2.0, 4.0).startswith("in between")  # above 1.2 x 3, below 0.8 x 6
+    assert starts.combine(None, 2.0, 4.0).startswith("not measurable")

@@ -33,19 +33,36 @@ STAGES = {spec.name: spec for spec in (
 )}
 
 
-def main(name: str, argv=None) -> int:
-    """Run stage ``name`` with ``argv`` (default: the command line); returns the exit status."""
-    from .runner import Stage, stage_main, training_main
+def interface(name: str) -> tuple:
+    """(module doc, config sections, hidden fields, job) of stage ``name``: what its command line parses and
+    what runs the parsed sections; the orchestrator checks a plan against the same parser."""
+    from .runner import Stage, run
 
-    if name not in STAGES:
-        print(f"error: no stage {name!r}; fix: use one of {', '.join(STAGES)}", file=sys.stderr)
-        return 2
     spec = STAGES[name]
     module = importlib.import_module(f"{__name__}.{spec.module}")
     target = getattr(module, spec.target)
     if isinstance(target, type) and issubclass(target, Stage):
-        return training_main(name, module.__doc__, target, argv)
-    return stage_main(name, module.__doc__, getattr(module, spec.sections), target, argv)
+        return module.__doc__, target.sections, target.hidden_flags, lambda s: run(target(s))
+    return module.__doc__, getattr(module, spec.sections), (), target
+
+
+def parser(name: str, raise_errors: bool = False):
+    """Stage ``name``'s argument parser; ``raise_errors``: a bad flag raises ConfigError instead of exiting."""
+    from ..config import build_parser
+
+    doc, sections, hidden, _ = interface(name)
+    return build_parser(name, doc.split("\n\n")[0], sections, hidden=hidden, raise_errors=raise_errors)
+
+
+def main(name: str, argv=None) -> int:
+    """Run stage ``name`` with ``argv`` (default: the command line); returns the exit status."""
+    from .runner import stage_main
+
+    if name not in STAGES:
+        print(f"error: no stage {name!r}; fix: use one of {', '.join(STAGES)}", file=sys.stderr)
+        return 2
+    doc, sections, hidden, job = interface(name)
+    return stage_main(name, doc, sections, job, argv, hidden)
 
 
 def entry(name: str):

@@ -325,6 +325,7 @@ class Adapt(MLMStage):
         from ..evaluators import PrimaryEvaluator
         from ..flops import measure_forward_flops
         from ..masking import Masker
+        from ..verdict import improves
 
         cfg = self.s["adapt"]
         if not (cfg.eval_files or cfg.parallel_file or cfg.task_models):
@@ -352,8 +353,7 @@ class Adapt(MLMStage):
             self.eval_flops["evaluations"] += 1
             value = figures.get("dev_" + cfg.select_by, figures.get(cfg.select_by))  # dev when there is one
             # Step 0 is the initial embeddings: the best is a trained state, the earliest of equals.
-            if step > 0 and value is not None and (self.best["value"] is None or
-                                      (value > self.best["value"] if higher_is_better else value < self.best["value"])):
+            if step > 0 and improves(value, self.best["value"], higher_is_better):
                 self.best.update(value=value, step=step)
                 if rank == 0:
                     save_pack(out, emb_now, bias_now, RunDir(out).tokenizer,

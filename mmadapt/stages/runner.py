@@ -263,7 +263,3 @@ def stage_main(prog: str, doc: str, sections: dict, job: Callable[[dict], object
         return 2
     finally:
         close_distributed()
-
-
-def training_main(prog: str, doc: str, stage_cls, argv=None) -> int:
-    return stage_main(prog, doc, stage_cls.sections, lambda s: run(stage_cls(s)), argv, stage_cls.hidden_flags)
