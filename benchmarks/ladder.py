@@ -24,6 +24,10 @@ def main(argv=None) -> int:
 
     points = []
     for run in args.runs:
+        if not os.path.isfile(os.path.join(run, "realtext.json")):
+            print(f"error: --runs {run}: no realtext.json; fix: give finished benchmarks/realtext.py runs",
+                  file=sys.stderr)
+            return 2
         with open(os.path.join(run, "realtext.json"), encoding="utf-8") as fh:
             r = json.load(fh)
         v = r["targets"][args.target]

@@ -60,7 +60,7 @@ def differences(a, b, where: str = "", defaults=None) -> tuple:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, help="a finished `mmadapt demo` --output_dir")
-    p.add_argument("--output", required=True, help="where the replay writes (made fresh)")
+    p.add_argument("--output", required=True, help="a new directory for the replay (an existing one is refused)")
     args = p.parse_args(argv)
     import dataclasses
 
@@ -70,11 +70,17 @@ def main(argv=None) -> int:
     from mmadapt.stages import interface, parser
 
     recorded_dir, out = os.path.abspath(args.run), os.path.abspath(args.output)
+    if not os.path.isfile(os.path.join(recorded_dir, "report.json")):
+        print(f"error: --run {args.run}: no report.json; fix: give a finished `mmadapt demo` --output_dir",
+              file=sys.stderr)
+        return 2
     with open(os.path.join(recorded_dir, "report.json"), encoding="utf-8") as fh:
         recorded = json.load(fh)
     from mmadapt.demo import DEMO_MARKER
 
-    shutil.rmtree(out, ignore_errors=True)
+    if os.path.exists(out):  # never replace a directory this script did not just make
+        print(f"error: --output {args.output} exists; fix: give a new directory", file=sys.stderr)
+        return 2
     os.makedirs(out)
     open(os.path.join(out, DEMO_MARKER), "w").close()
     for entry in ("data", "tok-source", "tok-target", "cache"):
