@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check, one run of under 10 minutes on one GPU (bf16, ZeRO-3, FusedAdam, NCCL):
+#   0. the GPU paths' tests (`pytest -m gpu`: tests/test_gpu.py, the MLQA span mask on the device);
 #   1. xlmr-base and xlmr-large MiniJoint steps: tokens/s and MFU against the GPU's bf16 matmul peak
 #      measured in the same job (benchmarks/scale.py, its GPU cases);
 #   2. step 2 through the mini-model and the full model of xlmr-large: wall-clock against the FLOPs ratio;
@@ -18,6 +19,10 @@ if [ "${GPU_CHECK_CPU:-0}" = 1 ]; then
 else
   nproc=1; config=ds_configs/zero3.json; dtype=bf16; seq=512; batch=8
   sizes=()
+fi
+if [ "${GPU_CHECK_CPU:-0}" != 1 ]; then
+  # the GPU paths' tests first: bf16 ZeRO-3 with FusedAdam on NCCL, optimizer offload, step 2, MLQA on the device
+  "$py" -m pytest -q -m gpu tests/ 2>&1 | tee "$out/gpu_check_tests.txt"
 fi
 "$py" benchmarks/scale.py --output "$out" --name gpu_check --nproc "$nproc" --deepspeed_config "$config" \
   --dtype "$dtype" --seq_len "$seq" --batch "$batch" --steps 3 --memory_budget_gib 1000 "${sizes[@]}" \

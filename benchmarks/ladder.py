@@ -1,5 +1,6 @@
 """Transfer against pretraining budget: the cipher's (or a language's) zero-shot finals of several
-realtext.py runs, one point per run at its pretraining tokens.
+realtext.py runs, one point per run at its pretraining tokens or FLOPs (``--x flops``: runs of different
+model sizes on one axis, each point labelled with its size).
 
     .venv/bin/python benchmarks/ladder.py --runs RUN_A RUN_B --target cipher --output ladder.png
 """
@@ -17,6 +18,7 @@ def main(argv=None) -> int:
     p.add_argument("--runs", nargs="+", required=True, help="realtext.py output directories (or results copies)")
     p.add_argument("--target", default="cipher")
     p.add_argument("--output", required=True, help="the PNG to write")
+    p.add_argument("--x", choices=("tokens", "flops"), default="tokens", help="the budget axis")
     args = p.parse_args(argv)
     import matplotlib
     matplotlib.use("Agg")
@@ -31,23 +33,47 @@ def main(argv=None) -> int:
         with open(os.path.join(run, "realtext.json"), encoding="utf-8") as fh:
             r = json.load(fh)
         v = r["targets"][args.target]
-        points.append((r["pretraining"]["tokens"] / 1e6, v["verdict"]["standard_final"], v["verdict"]["mini_final"],
-                       v.get("oracle", r["english_accuracy"]), v["baseline"]))
+        budget = r["pretraining"]["tokens"] / 1e6 if args.x == "tokens" else pretraining_flops(r) / 1e15
+        size = f"{r['config']['num_layers']}x{r['config']['hidden_size']}"
+        points.append((budget, v["verdict"]["standard_final"], v["verdict"]["mini_final"],
+                       v.get("oracle", r["english_accuracy"]), v["baseline"], size))
     points.sort()
     fig, ax = plt.subplots(figsize=(5.4, 3.8))
     x = [pt[0] for pt in points]
     for i, label in ((1, "standard final"), (2, "MiniJoint final"), (3, "oracle / English"), (4, "baseline")):
         ax.plot(x, [pt[i] for pt in points], marker="o", linestyle="-" if i < 3 else ":", label=label)
+    for pt in points:
+        ax.annotate(pt[5], (pt[0], pt[1]), textcoords="offset points", xytext=(4, -10), fontsize=7)
     ax.set_xscale("log")
-    ax.set_xlabel("pretraining tokens (M)")
+    ax.set_xlabel("pretraining tokens (M)" if args.x == "tokens" else "pretraining FLOPs (PFLOP)")
     ax.set_ylabel(f"{args.target} zero-shot accuracy (test)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(args.output, dpi=110)
+    unit = "M tokens" if args.x == "tokens" else " PFLOP"
     for pt in points:
-        print(f"{pt[0]:.1f}M tokens: standard {100 * pt[1]:.1f}, MiniJoint {100 * pt[2]:.1f}, oracle {100 * pt[3]:.1f}")
+        print(f"{pt[5]} at {pt[0]:.1f}{unit}: standard {100 * pt[1]:.1f}, MiniJoint {100 * pt[2]:.1f}, oracle {100 * pt[3]:.1f}")
     return 0
+
+
+def pretraining_flops(report: dict) -> float:
+    """The run's pretraining FLOPs: recorded since this field was added; for older reports, mmadapt.flops'
+    count of its model at the recorded steps with 15% of every block's tokens masked (the stage counts the
+    masked share of its data, specials excluded: about 3% less at 4 x 128)."""
+    pre, c = report["pretraining"], report["config"]
+    if "flops" in pre:
+        return pre["flops"]
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from mmadapt.config import ModelConfig, resolve_model
+    from mmadapt.flops import fused_attention_runs, pretrain_step_flops
+
+    cfg = resolve_model(ModelConfig(model="tiny", vocab_size=c["vocab_size"], hidden_size=c["hidden_size"],
+                                    num_layers=c["num_layers"], num_heads=4, intermediate_size=4 * c["hidden_size"],
+                                    mini_layers=c["mini_layers"]))
+    predicted = c["batch"] * c["seq_len"] * 0.15
+    return pre["steps"] * pretrain_step_flops(cfg, c["seq_len"], c["batch"], predicted,
+                                              fused_attention=fused_attention_runs(cfg)).total
 
 
 if __name__ == "__main__":

@@ -391,8 +391,8 @@ def write_report(r: RealText, targets: dict, oracle: dict) -> dict:
               "![zero-shot accuracy against step-2 FLOPs](realtext.png)", ""]
     with open(r.path("realtext.md"), "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines))
-    report = {"config": vars(a), "pretraining": {k: pre[k] for k in ("steps", "tokens", "unigram_entropy", "final_loss",
-                                                                     "final_mini_loss", "wall_clock_s")},
+    report = {"config": vars(a), "pretraining": {k: pre[k] for k in ("steps", "tokens", "flops", "unigram_entropy",
+                                                                     "final_loss", "final_mini_loss", "wall_clock_s")},
               "english": english, "english_accuracy": english_acc, "targets": figures, "transfers": transfers,
               "timings": r.timings}
     write_json(r.path("realtext.json"), report)

@@ -86,6 +86,8 @@ class TrainConfig:
     stop_at_step: Optional[int] = _f(None, "checkpoint and stop at this step, keeping the schedule of "
                                      "--max_steps (time-boxed jobs; continue with --resume)")
     export_hf: bool = _f(True, "export consolidated Hugging Face weights at the end")
+    profile_step: int = _f(0, "run this optimizer step under the torch profiler: profile.json / profile.txt "
+                           "in --output_dir, time by kind of work (mmadapt/profiling.py; 0: off)")
     forget_every: int = _f(0, "active forgetting (Chen et al. 2023): every this many updates the token "
                            "embeddings (and their tied output projections) are drawn afresh and their Adam "
                            "moments zeroed; not at the last step (0: off)")

@@ -286,6 +286,24 @@ def consolidated_state_dict(root: str, tag: str) -> dict:
     return get_fp32_state_dict_from_zero_checkpoint(root, tag=tag)
 
 
+def optimizer_name(engine) -> str:
+    """The optimizer that steps the weights (inside ZeRO's wrapper): DeepSpeed's FusedAdam (the GPU kernel,
+    or the CPU accelerator's own), DeepSpeedCPUAdam with the optimizer offloaded."""
+    opt = engine.optimizer
+    return type(getattr(opt, "optimizer", opt)).__name__
+
+
+def _proc_status_bytes(field: str) -> Optional[int]:
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def peak_memory_bytes() -> int:
     """This process's peak: device memory on a GPU, else the resident set's high-water mark.
 
@@ -294,24 +312,44 @@ def peak_memory_bytes() -> int:
     parent's size."""
     if torch.cuda.is_available():
         return int(torch.cuda.max_memory_allocated())
+    peak = _proc_status_bytes("VmHWM")
+    return peak if peak is not None else int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def resident_memory_bytes() -> int:
+    """This process's memory now: device memory on a GPU, else the resident set (VmRSS)."""
+    if torch.cuda.is_available():
+        return int(torch.cuda.memory_allocated())
+    return _proc_status_bytes("VmRSS") or 0
+
+
+def reset_peak_memory() -> bool:
+    """Start the high-water mark again from now (CUDA's peak statistics; on Linux, VmHWM through
+    /proc/self/clear_refs): a training peak without the loading before it. False where it cannot."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        return True
     try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+        return True
     except OSError:
-        pass
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+        return False
 
 
 def peak_memory_per_rank() -> list:
     """Every rank's peak_memory_bytes, on every rank (a collective)."""
-    peak = torch.tensor([peak_memory_bytes()], dtype=torch.float64, device=device())
+    return per_rank(peak_memory_bytes())
+
+
+def per_rank(value: float) -> list:
+    """Every rank's ``value`` (an integer count), on every rank (a collective)."""
+    mine = torch.tensor([value], dtype=torch.float64, device=device())
     if not dist.is_initialized() or dist.get_world_size() == 1:
-        return [int(peak.item())]
-    peaks = [torch.zeros_like(peak) for _ in range(dist.get_world_size())]
-    dist.all_gather(peaks, peak)
-    return [int(p.item()) for p in peaks]
+        return [int(mine.item())]
+    every = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(every, mine)
+    return [int(v.item()) for v in every]
 
 
 def gathered_state_dict(module: torch.nn.Module) -> dict:

@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
+from .tied import TiedGradient, lookup, projection
 
 IGNORE_INDEX = -100
 
@@ -72,6 +73,18 @@ class SinusoidalInitEmbedding(Embedding):
         self._fill_padding_idx_with_zero()
 
 
+class TokenEmbedding(Embedding):
+    """The token matrix, tied to the MLM heads' projections: one gradient buffer for all its uses
+    (mmadapt/tied.py), so a 250k-row matrix's dense gradient is held once, not twice."""
+
+    def __init__(self, num: int, dim: int, std: float, padding_idx: Optional[int] = None):
+        super().__init__(num, dim, std, padding_idx)
+        self.tied = TiedGradient()
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return lookup(input_ids, self.weight, self.padding_idx, self.tied)
+
+
 def fresh_embedding_rows(cfg: ModelConfig, seed: int) -> torch.Tensor:
     """A new token-embedding matrix as ``Embedding`` initialises one (N(0, std), padding row zero), drawn
     from ``seed`` alone so that every rank draws the same (active forgetting, step 2's start)."""
@@ -92,7 +105,7 @@ class Embeddings(nn.Module):
         super().__init__()
         std = cfg.initializer_range
         self.pad_token_id = cfg.pad_token_id
-        self.word_embeddings = Embedding(cfg.vocab_size, cfg.hidden_size, std, cfg.pad_token_id)
+        self.word_embeddings = TokenEmbedding(cfg.vocab_size, cfg.hidden_size, std, cfg.pad_token_id)
         if cfg.sinusoidal_positions:
             self.position_embeddings = SinusoidalInitEmbedding(cfg.max_position_embeddings, cfg.hidden_size,
                                                                cfg.sinusoidal_positions, cfg.pad_token_id)
@@ -225,16 +238,17 @@ class MLMHead(nn.Module):
     it for this module's forward.
     """
 
-    def __init__(self, cfg: ModelConfig, word_embeddings: nn.Embedding):
+    def __init__(self, cfg: ModelConfig, word_embeddings: "TokenEmbedding"):
         super().__init__()
         self.dense = Linear(cfg.hidden_size, cfg.hidden_size, cfg.initializer_range)
         self.layer_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
         self.decoder_weight = word_embeddings.weight
+        self.tied = word_embeddings.tied  # a plain object, not a module: shared with the lookup
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         x = self.layer_norm(F.gelu(self.dense(features)))
-        return F.linear(x, self.decoder_weight, self.bias)
+        return projection(x, self.decoder_weight, self.bias, self.tied)
 
 
 def masked_lm_loss(head: MLMHead, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -144,6 +144,7 @@ class Trainer:
         tokens_per_step = self.tokens_per_step
         window = torch.zeros(3, device=self.engine.device)
         window_steps, window_start = 0, time.perf_counter()
+        window_phases = dict(self.phase_seconds)
         start_time = self._train_start = time.perf_counter()
         bar = tqdm(total=stop, initial=self.start_step, desc="train", disable=self.rank != 0,
                    dynamic_ncols=True)
@@ -151,7 +152,12 @@ class Trainer:
         if self.evaluate is not None and self.start_step == 0:
             self.run_eval(0)
         for step in range(self.start_step + 1, stop + 1):
-            window += self.train_step(step - 1)
+            if step == t.profile_step:
+                from .profiling import profiled
+
+                window += profiled(lambda: self.train_step(step - 1), self.output_dir, self.rank, str(step))
+            else:
+                window += self.train_step(step - 1)
             if self.after_step is not None:
                 self.after_step(step)
             window_steps += 1
@@ -169,7 +175,10 @@ class Trainer:
                     "tokens_per_s": window_steps * tokens_per_step / max(elapsed, 1e-9),
                     "flops": step * self.step_flops.total,
                     "targets": int(window[2].item()),  # masked tokens (MLM) or examples (tasks)
+                    # this rank's seconds per phase over the logged steps (see phase_seconds)
+                    "phase_seconds": {k: v - window_phases[k] for k, v in self.phase_seconds.items()},
                 }
+                window_phases = dict(self.phase_seconds)
                 self.history.append(record)
                 self._write_metrics(record)
                 bar.set_postfix(loss=f"{record['loss']:.3f}")

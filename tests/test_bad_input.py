@@ -63,6 +63,7 @@ def test_bad_inputs_each_give_one_line_and_no_output(tmp_path, run_args, capsys,
         (dict(**{"--max_seq_length": "600"}), ["--max_seq_length 600 needs 602 positions"]),
         (dict(**{"--resume": ""}), ["--resume", "no complete checkpoint"]),
         (dict(**{"--sinusoidal_positions": "-0.1"}), ["--sinusoidal_positions -0.1", "fix:"]),
+        (dict(**{"--profile_step": "3"}), ["--profile_step 3: not a step of this run (1..2)"]),
     ]
     monkeypatch.setenv("WORLD_SIZE", "2")  # as the deepspeed launcher would set it; rank 0 prints
     for over, needles in cases:

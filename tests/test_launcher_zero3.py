@@ -28,8 +28,8 @@ STEPS = 40
 _free_port = free_port  # the one helper (mmadapt/launch.py); test_failures and test_multinode import this name
 
 
-def launch(args, nproc=2, timeout=600):
-    cmd = [DEEPSPEED, "--num_gpus", str(nproc), "--master_port", str(_free_port()), LAUNCHER, *args]
+def launch(args, nproc=2, timeout=600, launcher=LAUNCHER):
+    cmd = [DEEPSPEED, "--num_gpus", str(nproc), "--master_port", str(_free_port()), launcher, *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "terminate called" not in proc.stderr
@@ -128,4 +128,12 @@ def test_bf16_cpu_config_trains_under_zero3(runs):
     assert 0 < abs(m[0]["loss"] - fp32[0]["loss"]) < 0.05, (m[0]["loss"], fp32[0]["loss"])
     assert_losses_fall(m)
     with open(os.path.join(out, "summary.json")) as fh:
-        assert json.load(fh)["zero_stage"] == 3
+        summary = json.load(fh)
+    assert summary["zero_stage"] == 3 and summary["optimizer"] == "FusedAdam"  # the CPU accelerator's
+    # memory apart: the runtime before the model, then loading, then training from a reset high-water mark
+    before, setup, training = (summary[k] for k in ("resident_before_model_bytes_per_rank",
+                                                    "setup_peak_memory_bytes_per_rank",
+                                                    "training_peak_memory_bytes_per_rank"))
+    assert summary["training_peak_is_apart"] and len(training) == 2
+    assert all(0 < b <= s for b, s in zip(before, setup))
+    assert all(p >= max(s, t) for p, s, t in zip(summary["peak_memory_bytes_per_rank"], setup, training))

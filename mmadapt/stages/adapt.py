@@ -294,6 +294,12 @@ class Adapt(MLMStage):
         from ..hf_io import load_into
 
         load_into(model, {**self.src.state_dict, TRAINABLE[0]: self.init_emb, TRAINABLE[1]: self.init_bias})
+        # Now in the engine's partitions: whole fp32 copies kept past here would stay for the whole stage on
+        # every rank (at XLM-R large through the full body, 1.2 GB of layers and 1 GB of new rows).
+        self.src.state_dict = {}
+        self.init_emb = self.init_bias = None
+        if self.focus is not None:
+            self.focus.embeddings = self.focus.bias = None
 
     def trainable(self, name: str) -> bool:
         return name == TRAINABLE[0] or (name == TRAINABLE[1] and self.s["adapt"].train_head_bias)

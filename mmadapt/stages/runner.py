@@ -137,6 +137,7 @@ def run(stage: Stage) -> dict:
     eng.barrier()
 
     torch.manual_seed(train.seed)
+    before_model = eng.per_rank(eng.resident_memory_bytes())  # the runtime, tokenizer and data
     model = eng.build_under_zero(stage.build, stage.ds)
     stage.load(model)
     # Frozen flags are set before deepspeed.initialize, which then sees only the trainable parameters.
@@ -151,6 +152,10 @@ def run(stage: Stage) -> dict:
     engine, start, resumed = eng.initialize_or_resume(model, stage.ds, train.output_dir, train.resume)
 
     evaluate, eval_every, checkpoint_state = stage.evaluation(engine, resumed, rank) or (None, 0, None)
+    # Loading (whole fp32 tensors on their way into partitions) peaks apart from training: measured here,
+    # and the high-water mark starts again, so that the Trainer's peak is training's own.
+    setup_peak = eng.peak_memory_per_rank()
+    training_peak_apart = eng.reset_peak_memory()
     trainer = Trainer(engine, train, stage.batches(rank), stage.tokens_per_step(), stage.step_flops(),
                       train.output_dir, rank, world, start_step=start, evaluate=evaluate, eval_every=eval_every,
                       on_checkpoint=checkpoint_state, after_step=stage.after_step(engine))
@@ -163,11 +168,16 @@ def run(stage: Stage) -> dict:
                                "nothing was saved")
         summary.update(frozen_tensors=len(frozen), frozen_checksum_before=frozen_before,
                        frozen_checksum_after=frozen_after)
-    summary.update(counts)
+    summary.update(counts, optimizer=eng.optimizer_name(engine))
     finish = stage.finish(engine, trainer, summary, rank, world)
     summary.update(finish.fields)
-    # the whole stage's peak, its closing gathers and checksums included
-    summary["peak_memory_bytes_per_rank"] = eng.peak_memory_per_rank()
+    # Memory per rank: before the model, through loading, training alone (what benchmarks/scale.py holds
+    # against the ZeRO-3 prediction; the whole run's where the high-water mark cannot be reset), and the
+    # whole stage, its closing gathers and checksums included.
+    summary.update(resident_before_model_bytes_per_rank=before_model, setup_peak_memory_bytes_per_rank=setup_peak,
+                   training_peak_memory_bytes_per_rank=summary["peak_memory_bytes_per_rank"],
+                   training_peak_is_apart=training_peak_apart)
+    summary["peak_memory_bytes_per_rank"] = [max(a, b) for a, b in zip(setup_peak, eng.peak_memory_per_rank())]
     if rank == 0:
         if finish.save is not None:
             finish.save()
@@ -216,6 +226,9 @@ def check_steps(train) -> None:
     if train.max_steps < 1 or train.log_every < 1:
         raise ConfigError(f"--max_steps {train.max_steps} / --log_every {train.log_every} must be >= 1; "
                           "fix: give positive values")
+    if not 0 <= train.profile_step <= train.max_steps:
+        raise ConfigError(f"--profile_step {train.profile_step}: not a step of this run (1..{train.max_steps}); "
+                          "fix: give one of them, or 0 for none")
     if train.forget_every < 0:
         raise ConfigError(f"--forget_every {train.forget_every}: must be >= 0; fix: give 0 (off) or a step count")
 
