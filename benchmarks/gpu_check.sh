@@ -24,7 +24,7 @@ if [ "${GPU_CHECK_CPU:-0}" != 1 ]; then
   # the GPU paths' tests first: bf16 ZeRO-3 with FusedAdam on NCCL, optimizer offload, step 2, MLQA on the device
   "$py" -m pytest -q -m gpu tests/ 2>&1 | tee "$out/gpu_check_tests.txt"
 fi
-"$py" benchmarks/scale.py --output "$out" --name gpu_check --nproc "$nproc" --deepspeed_config "$config" \
+"$py" benchmarks/scale.py --output "$out" --name gpu_check --work "$(mktemp -d)/scale" --nproc "$nproc" --deepspeed_config "$config" \
   --dtype "$dtype" --seq_len "$seq" --batch "$batch" --steps 3 --memory_budget_gib 1000 "${sizes[@]}" \
   --cases minijoint-xlmr-base minijoint-xlmr-large step2-xlmr-large-mini step2-xlmr-large-full
 demo_dir=$(mktemp -d)/demo

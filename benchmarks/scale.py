@@ -258,6 +258,8 @@ def run_case(name: str, args, work: str, inputs: tuple, ds_path: str, sources: d
                                                                     m["before_model_rss_gib_per_rank"])) / pred["total_gib"]
     if row.get("status") == "ran" and keeps_source(name, args):
         sources[case["preset"]] = RunDir(out).hf
+        if not args.keep_runs:  # its export is what the step-2 cases read; its checkpoint (9 GB at large) is not
+            shutil.rmtree(RunDir(out).checkpoints, ignore_errors=True)
     elif not args.keep_runs:
         shutil.rmtree(out, ignore_errors=True)
     return row
@@ -291,6 +293,8 @@ def make_source(preset: str, args, work: str, inputs: tuple, ds_path: str, sourc
         got = measure(StageCall(f"source-{preset}", stage, {**values, "output_dir": out}), one, work)
         if got["status"] != "ran":
             return got
+        if not args.keep_runs:
+            shutil.rmtree(RunDir(out).checkpoints, ignore_errors=True)
     sources[preset] = RunDir(out).hf
     return sources[preset]
 
