@@ -42,6 +42,7 @@ CASES = {
     "step2-xlmr-xl-full": dict(preset="xlmr-xl", stage="step2", through="full"),
 }
 CPU_CASES = ["minijoint-xlmr-large", "step2-xlmr-xl-mini", "step2-xlmr-xl-full"]
+WORK_MARKER = ".mmadapt-scale"
 
 
 def parse_args(argv=None):
@@ -203,8 +204,9 @@ def make_inputs(work: str, vocab_size: int, tokens: int) -> tuple:
     return tok_dir, text
 
 
-def stage_values(name: str, args, inputs: tuple, ds_path: str, source: str = None) -> tuple:
-    """(stage, settings by the stage's own field names) of one case."""
+def stage_values(name: str, args, inputs: tuple, ds_path: str, source: str = None, export: bool = False) -> tuple:
+    """(stage, settings by the stage's own field names) of one case: a step-2 case reads ``source``; a
+    MiniJoint case writes its Hugging Face export only when a step-2 case will read it (``export``)."""
     cfg, case = case_config(name, args), CASES[name]
     tok_dir, text = inputs
     common = {"train_files": [text], "tokenizer": tok_dir, "max_seq_length": args.seq_len,
@@ -217,7 +219,7 @@ def stage_values(name: str, args, inputs: tuple, ds_path: str, source: str = Non
         arch = {f: getattr(cfg, f) for f in ("num_layers", "hidden_size", "num_heads", "intermediate_size",
                                              "vocab_size", "max_position_embeddings")}
         return "minijoint", {**common, "model": cfg.model, **arch, "mini_layers": cfg.mini_layers,
-                             "hidden_dropout": 0.0, "attention_dropout": 0.0, "export_hf": source is not None}
+                             "hidden_dropout": 0.0, "attention_dropout": 0.0, "export_hf": export}
     return "adapt", {**common, "model": source, "through": case["through"]}
 
 
@@ -244,8 +246,7 @@ def run_case(name: str, args, work: str, inputs: tuple, ds_path: str, sources: d
             return row
     out = os.path.join(work, name)
     shutil.rmtree(out, ignore_errors=True)
-    stage, values = stage_values(name, args, inputs, ds_path,
-                                 source if case["stage"] == "step2" else ("export" if keeps_source(name, args) else None))
+    stage, values = stage_values(name, args, inputs, ds_path, source, export=keeps_source(name, args))
     call = StageCall(name, stage, {**values, "output_dir": out})
     print(f"== {name}: predicted {pred['total_gib']:.2f} GiB per rank", flush=True)
     row.update(measure(call, args, work))
@@ -288,7 +289,7 @@ def make_source(preset: str, args, work: str, inputs: tuple, ds_path: str, sourc
     out = os.path.join(work, f"source-{preset}")
     if not RunDir(out).complete():
         shutil.rmtree(out, ignore_errors=True)
-        stage, values = stage_values(name, one, inputs, ds_path, "export")
+        stage, values = stage_values(name, one, inputs, ds_path, export=True)
         print(f"== source model for {preset}: one MiniJoint step", flush=True)
         got = measure(StageCall(f"source-{preset}", stage, {**values, "output_dir": out}), one, work)
         if got["status"] != "ran":
@@ -462,17 +463,27 @@ def step2_pairs(rows: list) -> list:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    os.makedirs(args.output, exist_ok=True)
     if args.matmul_probe:
         probe(args)
         return 0
     from mmadapt.data import default_cache_dir
+    from mmadapt.errors import ConfigError
+    from mmadapt.outdir import claim_run_dir
 
     work = os.path.abspath(args.work or os.path.join(default_cache_dir(), "scale", args.name))
-    os.makedirs(work, exist_ok=True)
     vocab = {case_config(c, args).vocab_size for c in args.cases}
-    if len(vocab) != 1:
-        raise SystemExit(f"error: --cases {' '.join(args.cases)} have vocabularies {sorted(vocab)}; fix: run them apart")
+    try:
+        if len(vocab) != 1:
+            raise ConfigError(f"--cases {' '.join(args.cases)} have vocabularies {sorted(vocab)}; fix: run them apart")
+        if args.source and not os.path.isdir(args.source):
+            raise ConfigError(f"--source {args.source}: no such directory; fix: pass a Hugging Face MLM directory "
+                              "with a MiniJoint head (a pretraining run's hf/), or leave it out")
+        # the case directories in it are replaced run by run: a directory this script did not make is refused
+        claim_run_dir(work, WORK_MARKER, "--work")
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    os.makedirs(args.output, exist_ok=True)
     inputs = make_inputs(work, vocab.pop(), 2 * (args.steps + 1) * args.batch * args.nproc * args.seq_len)
     ds_path, sources = ds_config_file(args, work), {}
     rows = [run_case(name, args, work, inputs, ds_path, sources) for name in args.cases]

@@ -118,7 +118,10 @@ class _Projection(torch.autograd.Function):
 
 
 def _shared_buffer() -> bool:
-    return os.environ.get("MMADAPT_TIED_GRADIENT", "shared") != "autograd"
+    value = os.environ.get("MMADAPT_TIED_GRADIENT", "shared")
+    if value not in ("shared", "autograd"):  # a typo must not silently measure the other one
+        raise ValueError(f"MMADAPT_TIED_GRADIENT={value!r}; fix: shared (the default) or autograd")
+    return value == "shared"
 
 
 def lookup(ids: torch.Tensor, weight: torch.Tensor, padding_idx: Optional[int], tied: TiedGradient) -> torch.Tensor:

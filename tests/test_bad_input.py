@@ -118,3 +118,22 @@ def test_demo_refuses_bad_flags_before_any_work(tmp_path, capsys, flags, needle)
     assert demo_main(["--output", str(out), *flags]) == 2
     _assert_one_line_error(capsys, needle, "fix:")
     assert (out / "keep.txt").read_text() == "an earlier run"  # the earlier output is untouched
+
+
+def test_scale_benchmark_refuses_a_foreign_work_dir_and_a_missing_source(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("scale", os.path.join(REPO, "benchmarks", "scale.py"))
+    scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scale)
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "step2-xlmr-large-mini").mkdir()  # a name scale.py would replace: never deleted
+    (foreign / "step2-xlmr-large-mini" / "keep.txt").write_text("a user's file")
+    common = ["--output", str(tmp_path / "out"), "--cases", "step2-xlmr-large-mini"]
+    assert scale.main(common + ["--work", str(foreign)]) == 2
+    _assert_one_line_error(capsys, f"--work {foreign}", "not made by this command")
+    assert (foreign / "step2-xlmr-large-mini" / "keep.txt").read_text() == "a user's file"
+    assert scale.main(common + ["--work", str(tmp_path / "w"), "--source", str(tmp_path / "nope")]) == 2
+    _assert_one_line_error(capsys, "--source", "no such directory")
+    assert not (tmp_path / "w").exists() and not (tmp_path / "out").exists()

@@ -88,3 +88,14 @@ def test_without_grad_nothing_is_deferred():
     x = torch.randn(2, 3)
     projection(x, w, None, tied).sum().backward()  # a head alone: its own gradient, at once
     assert torch.allclose(w.grad, x.sum(0).expand(5, 3))
+
+
+def test_the_switch_back_to_autograd_and_a_misspelt_value(monkeypatch):
+    tied = TiedGradient()
+    w = torch.randn(5, 3, requires_grad=True)
+    monkeypatch.setenv("MMADAPT_TIED_GRADIENT", "autograd")
+    lookup(torch.tensor([[0, 2]]), w, None, tied)
+    assert tied.live is None  # plain F.embedding: nothing opened
+    monkeypatch.setenv("MMADAPT_TIED_GRADIENT", "autograde")
+    with pytest.raises(ValueError, match="MMADAPT_TIED_GRADIENT='autograde'; fix: shared"):
+        lookup(torch.tensor([[0, 2]]), w, None, tied)
