@@ -41,6 +41,42 @@ def configure_threads() -> int:
     return n
 
 
+M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter number
+DEFAULT_MMAP_THRESHOLD = 128 * 1024  # glibc's own starting value, here held fixed
+MAX_MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's ceiling on 64-bit systems
+
+
+def configure_malloc() -> Optional[int]:
+    """Hold glibc's mmap threshold fixed (MMADAPT_MALLOC_MMAP_THRESHOLD bytes; "off" keeps glibc's own rule).
+
+    Why: ZeRO-3 gathers and frees tensors of many MB every step. glibc raises its threshold to the size of
+    each mmapped block freed, so after the first gather later blocks of that size come from the heap, and
+    a heap hole under a live allocation stays resident after free. Measured (benchmarks/RESULTS.md, "XLM-R
+    large step 2 through the stages"): 0.4-0.6 GiB a rank at xlmr-base dimensions. A fixed threshold
+    returns every block of at least this size to the system on free. Returns the threshold set, or None
+    (switched off, or not glibc)."""
+    raw = os.environ.get("MMADAPT_MALLOC_MMAP_THRESHOLD", str(DEFAULT_MMAP_THRESHOLD)).strip().lower()
+    if raw == "off":
+        return None
+    try:
+        threshold = int(raw)
+    except ValueError:
+        threshold = None
+    if threshold is None or not 0 < threshold <= MAX_MMAP_THRESHOLD:
+        from .errors import ConfigError
+        raise ConfigError(f"MMADAPT_MALLOC_MMAP_THRESHOLD={raw!r} is not a number of bytes from 1 to "
+                          f"{MAX_MMAP_THRESHOLD} (glibc's maximum); fix: e.g. {DEFAULT_MMAP_THRESHOLD}, or off")
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # glibc's; musl and other C libraries do not export it
+    except AttributeError:
+        return None
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return threshold if mallopt(M_MMAP_THRESHOLD, threshold) == 1 else None
+
+
 def init_distributed(timeout_minutes: Optional[float] = None) -> tuple[int, int]:
     """Join the process group (gloo on CPU, NCCL on GPU); a plain ``python`` run is one rank.
 
@@ -55,6 +91,7 @@ def init_distributed(timeout_minutes: Optional[float] = None) -> tuple[int, int]
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(free_port()))
     configure_threads()
+    configure_malloc()
     # A rank killed by a signal (an abort in C++ included) prints every thread's Python stack first.
     faulthandler.enable()
     # DeepSpeed 0.19 calls deprecated collectives every ZeRO step: a warning per step is noise.

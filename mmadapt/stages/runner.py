@@ -168,7 +168,8 @@ def run(stage: Stage) -> dict:
                                "nothing was saved")
         summary.update(frozen_tensors=len(frozen), frozen_checksum_before=frozen_before,
                        frozen_checksum_after=frozen_after)
-    summary.update(counts, optimizer=eng.optimizer_name(engine))
+    # configure_malloc() again only reads back what init_distributed set (the same environment, the same call)
+    summary.update(counts, optimizer=eng.optimizer_name(engine), malloc_mmap_threshold=eng.configure_malloc())
     finish = stage.finish(engine, trainer, summary, rank, world)
     summary.update(finish.fields)
     # Memory per rank: before the model, through loading, training alone (what benchmarks/scale.py holds
