@@ -25,7 +25,7 @@ if [ "${GPU_CHECK_CPU:-0}" != 1 ]; then
   "$py" -m pytest -q -m gpu tests/ 2>&1 | tee "$out/gpu_check_tests.txt"
 fi
 "$py" benchmarks/scale.py --output "$out" --name gpu_check --work "$(mktemp -d)/scale" --nproc "$nproc" --deepspeed_config "$config" \
-  --dtype "$dtype" --seq_len "$seq" --batch "$batch" --steps 3 --memory_budget_gib 1000 "${sizes[@]}" \
+  --dtype "$dtype" --seq_len "$seq" --batch "$batch" --steps 3 --peak_once --memory_budget_gib 1000 "${sizes[@]}" \
   --cases minijoint-xlmr-base minijoint-xlmr-large step2-xlmr-large-mini step2-xlmr-large-full
 demo_dir=$(mktemp -d)/demo
 "$py" -m mmadapt.cli demo --output_dir "$demo_dir" --nproc "$nproc" --deepspeed_config "$config" \

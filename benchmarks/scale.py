@@ -78,6 +78,10 @@ def parse_args(argv=None):
     p.add_argument("--tied_gradient", choices=("shared", "autograd"), default="shared",
                    help="the tied token matrix's gradient: one shared buffer (mmadapt/tied.py) or autograd's "
                    "sum of its uses (the figures before it)")
+    p.add_argument("--peak_once", action="store_true",
+                   help="measure the ranks' matmul peak once, after the first case, and read every case's MFU "
+                   "against it (a launcher job fewer per case; the default measures it after each case, under "
+                   "that case's load)")
     p.add_argument("--matmul_probe", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -349,16 +353,22 @@ def median(values: list) -> float:
     return statistics.median(values)
 
 
+_PEAKS: dict = {}  # (ranks, dtype) -> FLOP/s, for --peak_once
+
+
 def matmul_peak_of_ranks(args, work: str) -> float:
     from mmadapt.launch import free_port
 
+    if args.peak_once and (args.nproc, args.dtype) in _PEAKS:
+        return _PEAKS[args.nproc, args.dtype]
     cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(args.nproc), "--master_port",
            str(free_port()), os.path.abspath(__file__), "--matmul_probe", "--output", work, "--name", args.name,
            "--dtype", args.dtype]
     subprocess.run(cmd, check=True, capture_output=True, cwd=REPO)
     path = os.path.join(work, f"{args.name}-matmul.json")
     with open(path) as fh:
-        return json.load(fh)["matmul_peak_flops_per_s"]
+        _PEAKS[args.nproc, args.dtype] = json.load(fh)["matmul_peak_flops_per_s"]
+    return _PEAKS[args.nproc, args.dtype]
 
 
 def watched(cmd: list, kill_at_gib: float, env: dict = None) -> tuple:
@@ -442,7 +452,8 @@ def markdown(rows: list, args) -> str:
               "high-water mark in training (VmHWM; the runtime, activations and allocator caches included), "
               "or device memory on a GPU; training's own (the high-water mark starts again after loading) where the OS "
               "allows, the setup peak (loading and engine) apart. MFU = the stage's FLOPs per step / median step time / the matmul peak of "
-              "the same ranks, all ranks together."]
+              "the same ranks, all ranks together"
+              + (", measured once after the first case (--peak_once)." if args.peak_once else ", measured after each case.")]
     return "\n".join(lines) + "\n"
 
 

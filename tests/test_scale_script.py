@@ -17,7 +17,7 @@ def test_scale_cases_run_through_the_stages_and_the_guard_stops_what_would_not_f
     cmd = [sys.executable, os.path.join(REPO, "benchmarks", "scale.py"), "--output", str(tmp_path), "--name", "s",
            "--work", str(tmp_path / "work"), "--cases", "minijoint-xlmr-large", "step2-xlmr-large-mini",
            "step2-xlmr-xl-mini", "--preset", "xlmr-large=tiny", "--preset", "xlmr-xl=small", "--mini_layers", "1",
-           "--seq_len", "32", "--steps", "2", "--profile", "--memory_budget_gib", "1.0"]
+           "--seq_len", "32", "--steps", "2", "--profile", "--peak_once", "--memory_budget_gib", "1.0"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = {r["case"]: r for r in json.load(open(tmp_path / "s.json"))["rows"]}
@@ -30,6 +30,9 @@ def test_scale_cases_run_through_the_stages_and_the_guard_stops_what_would_not_f
         # step 2 ran under the profiler (and is left out of the timing: steps 1 and 2 are not in the median)
         groups = m["profile"]["self_seconds_by_group"]
         assert groups["matmul"] > 0 and groups["optimizer"] > 0 and m["profile"]["step"] == "2"
+    # --peak_once: one probe job, after the first case, read by both (two probes never agree to the last bit)
+    assert rows["minijoint-xlmr-large"]["measured"]["matmul_peak_flops_per_s"] == \
+        rows["step2-xlmr-large-mini"]["measured"]["matmul_peak_flops_per_s"]
     # step 2 ran through the stage, with its own freeze rule: the tiny preset's 64-wide rows of XLM-R's 250002
     # entries and the head bias over them train, nothing else
     assert rows["step2-xlmr-large-mini"]["measured"]["trainable_parameters"] == 250002 * 64 + 250002
