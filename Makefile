@@ -23,7 +23,7 @@ $(STAMP): constraints.txt setup.cfg pyproject.toml
 	touch $(STAMP)
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 test-fast: setup
 	$(PY) -m pytest -q tests -m "not slow"
