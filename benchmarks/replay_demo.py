@@ -65,6 +65,7 @@ def main(argv=None) -> int:
     import dataclasses
 
     from mmadapt import launch
+    from mmadapt.artifacts import read_run_config
     from mmadapt.config import parse_sections, to_dict
     from mmadapt.demo import Demo, DemoConfig
     from mmadapt.stages import interface, parser
@@ -91,8 +92,7 @@ def main(argv=None) -> int:
         sections = parse_sections(parser(stage, raise_errors=True), argv, interface(stage)[1])
         replay = json.loads(json.dumps(to_dict(sections)).replace(out, recorded_dir))
         defaults = {title: dataclasses.asdict(cls()) for title, cls in interface(stage)[1].items()}
-        with open(os.path.join(recorded_dir, name, "run_config.json"), encoding="utf-8") as fh:
-            diffs, allowed = differences(json.load(fh), replay, defaults=defaults)
+        diffs, allowed = differences(read_run_config(os.path.join(recorded_dir, name)), replay, defaults=defaults)
         problems.extend(f"{name}: {d}" for d in diffs)
         allowances.extend(f"{name}: {a}" for a in allowed)
         calls.append(name)
