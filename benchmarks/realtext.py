@@ -9,7 +9,7 @@ interrupted one resumes from its last checkpoint: run the same command again aft
 1. a sentencepiece tokenizer and MiniJoint pretraining on English text (``mansec.en.text.txt`` and the
    English fortunes; never ``man.*.train.txt``, which holds the task's test pages); ``--pretrained RUN``
    takes another run's tokenizer and pretraining (and its MiniPost and task models when complete);
-2. MiniPost from that primary model;
+2. MiniPost from that primary model (when ``--paths`` includes ``minipost``);
 3. one task model per --finetune_seeds on the English ``mansec`` training set (``--task classify``,
    embeddings frozen); their English test accuracy is the ceiling;
 4. per target (``de``, ``fr``, ``es``, ``cipher``): a tokenizer on the language's own text (the cipher:
@@ -176,7 +176,8 @@ class RealText:
                 "max_steps": a.pretrain_steps, "lr": a.pretrain_lr, "warmup_steps": max(1, a.pretrain_steps // 20),
                 "log_every": 50, "save_every": 100})
         self.primary = RunDir(os.path.join(self.base, "pretrain")).hf
-        self.minipost = self.shared_stage("minipost", "minipost", {
+        # MiniPost only where its path runs: a --paths full mini run reaches step 2 without it
+        self.minipost = None if "minipost" not in a.paths else self.shared_stage("minipost", "minipost", {
             **self.common(), "model": self.primary, "extract_layers": a.mini_layers,
             "new_layers": a.minipost_new_layers, "train_files": self.source_text(), "max_seq_length": a.seq_len,
             "global_batch_size": a.batch, "max_steps": a.minipost_steps, "lr": a.pretrain_lr,
