@@ -46,18 +46,22 @@ DEFAULT_MMAP_THRESHOLD = 128 * 1024  # glibc's own starting value, here held fix
 MAX_MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's ceiling on 64-bit systems
 
 
-def configure_malloc() -> Optional[int]:
-    """Hold glibc's mmap threshold fixed (MMADAPT_MALLOC_MMAP_THRESHOLD bytes; "off" keeps glibc's own rule).
+def configure_malloc(zero: int) -> Optional[int]:
+    """Under ZeRO-3 (``zero`` is the config's stage), hold glibc's mmap threshold fixed at 128 KiB;
+    MMADAPT_MALLOC_MMAP_THRESHOLD sets a threshold in bytes for any stage, "off" keeps glibc's own rule.
 
     Why: ZeRO-3 gathers and frees tensors of many MB every step. glibc raises its threshold to the size of
     each mmapped block freed, so after the first gather later blocks of that size come from the heap, and
-    a heap hole under a live allocation stays resident after free. Measured (benchmarks/RESULTS.md, "XLM-R
-    large step 2 through the stages"): 0.4-0.6 GiB a rank at xlmr-base dimensions. A fixed threshold
-    returns every block of at least this size to the system on free. Returns the threshold set, or None
-    (switched off, or not glibc)."""
-    raw = os.environ.get("MMADAPT_MALLOC_MMAP_THRESHOLD", str(DEFAULT_MMAP_THRESHOLD)).strip().lower()
-    if raw == "off":
+    a heap hole under a live allocation stays resident after free. Measured (benchmarks/RESULTS.md, "Host
+    memory under ZeRO-3"): xlmr-large step 2 through the full model 8.8 -> 6.8 GiB a rank, through the
+    mini-model 6.7 -> 6.3, fp32 MiniJoint fits 24 GiB (9.4 GiB a rank); each step 8% slower, because every
+    block of 128 KiB or more is mapped, and its pages faulted in, again. Without ZeRO-3 nothing is gathered,
+    and the page faults would be the only effect. Returns the threshold set, or None (glibc's rule kept,
+    or not glibc)."""
+    raw = os.environ.get("MMADAPT_MALLOC_MMAP_THRESHOLD", "").strip().lower()
+    if raw == "off" or (not raw and zero != 3):
         return None
+    raw = raw or str(DEFAULT_MMAP_THRESHOLD)
     try:
         threshold = int(raw)
     except ValueError:
@@ -91,7 +95,6 @@ def init_distributed(timeout_minutes: Optional[float] = None) -> tuple[int, int]
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(free_port()))
     configure_threads()
-    configure_malloc()
     # A rank killed by a signal (an abort in C++ included) prints every thread's Python stack first.
     faulthandler.enable()
     # DeepSpeed 0.19 calls deprecated collectives every ZeRO step: a warning per step is noise.

@@ -129,6 +129,7 @@ def run(stage: Stage) -> dict:
     check_output_dir(train.output_dir, train.resume, stage.resolved(), stage.must_match)
 
     rank, world = eng.init_distributed()
+    malloc_threshold = eng.configure_malloc(eng.zero_stage(stage.ds))  # before the model and the data
     stage.load_data(rank, world)
     if rank == 0:
         write_run_config(train.output_dir, stage.resolved(), stage.tokenizer)
@@ -168,8 +169,7 @@ def run(stage: Stage) -> dict:
                                "nothing was saved")
         summary.update(frozen_tensors=len(frozen), frozen_checksum_before=frozen_before,
                        frozen_checksum_after=frozen_after)
-    # configure_malloc() again only reads back what init_distributed set (the same environment, the same call)
-    summary.update(counts, optimizer=eng.optimizer_name(engine), malloc_mmap_threshold=eng.configure_malloc())
+    summary.update(counts, optimizer=eng.optimizer_name(engine), malloc_mmap_threshold=malloc_threshold)
     finish = stage.finish(engine, trainer, summary, rank, world)
     summary.update(finish.fields)
     # Memory per rank: before the model, through loading, training alone (what benchmarks/scale.py holds
