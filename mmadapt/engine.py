@@ -42,26 +42,25 @@ def configure_threads() -> int:
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter number
-DEFAULT_MMAP_THRESHOLD = 128 * 1024  # glibc's own starting value, here held fixed
+DEFAULT_MMAP_THRESHOLD = 128 * 1024  # glibc's own starting value: the one to hold
 MAX_MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's ceiling on 64-bit systems
 
 
-def configure_malloc(zero: int) -> Optional[int]:
-    """Under ZeRO-3 (``zero`` is the config's stage), hold glibc's mmap threshold fixed at 128 KiB;
-    MMADAPT_MALLOC_MMAP_THRESHOLD sets a threshold in bytes for any stage, "off" keeps glibc's own rule.
+def configure_malloc() -> Optional[int]:
+    """Hold glibc's mmap threshold fixed at MMADAPT_MALLOC_MMAP_THRESHOLD bytes (unset or "off": glibc's own
+    rule). benchmarks/scale.py sets 131072 (glibc's starting value) for its cases.
 
     Why: ZeRO-3 gathers and frees tensors of many MB every step. glibc raises its threshold to the size of
-    each mmapped block freed, so after the first gather later blocks of that size come from the heap, and
-    a heap hole under a live allocation stays resident after free. Measured (benchmarks/RESULTS.md, "Host
+    each mapped block freed, so after the first gather later blocks of that size come from the heap, and a
+    heap hole under a live allocation stays resident after free. Measured (benchmarks/RESULTS.md, "Host
     memory under ZeRO-3"): xlmr-large step 2 through the full model 8.8 -> 6.8 GiB a rank, through the
-    mini-model 6.7 -> 6.3, fp32 MiniJoint fits 24 GiB (9.4 GiB a rank); each step 8% slower, because every
-    block of 128 KiB or more is mapped, and its pages faulted in, again. Without ZeRO-3 nothing is gathered,
-    and the page faults would be the only effect. Returns the threshold set, or None (glibc's rule kept,
-    or not glibc)."""
+    mini-model 6.7 -> 6.3, fp32 MiniJoint fits 24 GiB (9.4 GiB a rank); each step 8% slower there, but a
+    6 x 256 fine-tuning ran 1.5 s a step against 0.9 s, because every block of the threshold or more is
+    mapped, and its pages faulted in, again. So it is a choice for runs that must fit, not a default.
+    Returns the threshold set, or None (glibc's rule kept, or not glibc)."""
     raw = os.environ.get("MMADAPT_MALLOC_MMAP_THRESHOLD", "").strip().lower()
-    if raw == "off" or (not raw and zero != 3):
+    if raw in ("", "off"):
         return None
-    raw = raw or str(DEFAULT_MMAP_THRESHOLD)
     try:
         threshold = int(raw)
     except ValueError:

@@ -130,7 +130,7 @@ def test_bf16_cpu_config_trains_under_zero3(runs):
     with open(os.path.join(out, "summary.json")) as fh:
         summary = json.load(fh)
     assert summary["zero_stage"] == 3 and summary["optimizer"] == "FusedAdam"  # the CPU accelerator's
-    assert summary["malloc_mmap_threshold"] == 128 * 1024  # glibc's threshold held fixed on the ranks
+    assert summary["malloc_mmap_threshold"] is None  # glibc's own rule unless MMADAPT_MALLOC_MMAP_THRESHOLD asks
     # memory apart: the runtime before the model, then loading, then training from a reset high-water mark
     before, setup, training = (summary[k] for k in ("resident_before_model_bytes_per_rank",
                                                     "setup_peak_memory_bytes_per_rank",

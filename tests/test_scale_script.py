@@ -25,6 +25,7 @@ def test_scale_cases_run_through_the_stages_and_the_guard_stops_what_would_not_f
     for r in (rows["minijoint-xlmr-large"], rows["step2-xlmr-large-mini"]):
         m = r["measured"]
         assert m["world_size"] == 2 and len(m["peak_rss_gib_per_rank"]) == 2
+        assert m["malloc_mmap_threshold"] == 131072  # the ranks held glibc's threshold (--malloc_mmap_threshold)
         assert 0 < m["mfu"] < 1 and m["tokens_per_s"] > 0 and m["seconds_per_step"] > 0
         assert set(m["phase_seconds_per_step"]) == {"batch", "forward", "backward", "step"}
         # step 2 ran under the profiler (and is left out of the timing: steps 1 and 2 are not in the median)

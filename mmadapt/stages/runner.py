@@ -129,7 +129,7 @@ def run(stage: Stage) -> dict:
     check_output_dir(train.output_dir, train.resume, stage.resolved(), stage.must_match)
 
     rank, world = eng.init_distributed()
-    malloc_threshold = eng.configure_malloc(eng.zero_stage(stage.ds))  # before the model and the data
+    malloc_threshold = eng.configure_malloc()  # before the model and the data
     stage.load_data(rank, world)
     if rank == 0:
         write_run_config(train.output_dir, stage.resolved(), stage.tokenizer)
