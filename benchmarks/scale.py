@@ -494,6 +494,11 @@ def main(argv=None) -> int:
         if args.source and not os.path.isdir(args.source):
             raise ConfigError(f"--source {args.source}: no such directory; fix: pass a Hugging Face MLM directory "
                               "with a MiniJoint head (a pretraining run's hf/), or leave it out")
+        from mmadapt.engine import mmap_threshold
+        try:
+            mmap_threshold(args.malloc_mmap_threshold)
+        except ConfigError as exc:  # named by the flag that set it, before any case starts
+            raise ConfigError(f"--malloc_mmap_threshold: {exc}") from None
         # the case directories in it are replaced run by run: a directory this script did not make is refused
         claim_run_dir(work, WORK_MARKER, "--work")
     except ConfigError as exc:

@@ -46,6 +46,22 @@ DEFAULT_MMAP_THRESHOLD = 128 * 1024  # glibc's own starting value: the one to ho
 MAX_MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's ceiling on 64-bit systems
 
 
+def mmap_threshold(raw: str) -> Optional[int]:
+    """A MMADAPT_MALLOC_MMAP_THRESHOLD value as bytes (None: empty or "off"); anything else is one line."""
+    raw = raw.strip().lower()
+    if raw in ("", "off"):
+        return None
+    try:
+        threshold = int(raw)
+    except ValueError:
+        threshold = None
+    if threshold is None or not 0 < threshold <= MAX_MMAP_THRESHOLD:
+        from .errors import ConfigError
+        raise ConfigError(f"MMADAPT_MALLOC_MMAP_THRESHOLD={raw!r} is not a number of bytes from 1 to "
+                          f"{MAX_MMAP_THRESHOLD} (glibc's maximum); fix: e.g. {DEFAULT_MMAP_THRESHOLD}, or off")
+    return threshold
+
+
 def configure_malloc() -> Optional[int]:
     """Hold glibc's mmap threshold fixed at MMADAPT_MALLOC_MMAP_THRESHOLD bytes (unset or "off": glibc's own
     rule). benchmarks/scale.py sets 131072 (glibc's starting value) for its cases.
@@ -58,17 +74,9 @@ def configure_malloc() -> Optional[int]:
     6 x 256 fine-tuning ran 1.5 s a step against 0.9 s, because every block of the threshold or more is
     mapped, and its pages faulted in, again. So it is a choice for runs that must fit, not a default.
     Returns the threshold set, or None (glibc's rule kept, or not glibc)."""
-    raw = os.environ.get("MMADAPT_MALLOC_MMAP_THRESHOLD", "").strip().lower()
-    if raw in ("", "off"):
+    threshold = mmap_threshold(os.environ.get("MMADAPT_MALLOC_MMAP_THRESHOLD", ""))
+    if threshold is None:
         return None
-    try:
-        threshold = int(raw)
-    except ValueError:
-        threshold = None
-    if threshold is None or not 0 < threshold <= MAX_MMAP_THRESHOLD:
-        from .errors import ConfigError
-        raise ConfigError(f"MMADAPT_MALLOC_MMAP_THRESHOLD={raw!r} is not a number of bytes from 1 to "
-                          f"{MAX_MMAP_THRESHOLD} (glibc's maximum); fix: e.g. {DEFAULT_MMAP_THRESHOLD}, or off")
     if not sys.platform.startswith("linux"):
         return None
     import ctypes

@@ -136,4 +136,6 @@ def test_scale_benchmark_refuses_a_foreign_work_dir_and_a_missing_source(tmp_pat
     assert (foreign / "step2-xlmr-large-mini" / "keep.txt").read_text() == "a user's file"
     assert scale.main(common + ["--work", str(tmp_path / "w"), "--source", str(tmp_path / "nope")]) == 2
     _assert_one_line_error(capsys, "--source", "no such directory")
+    assert scale.main(common + ["--work", str(tmp_path / "w"), "--malloc_mmap_threshold", "lots"]) == 2
+    _assert_one_line_error(capsys, "--malloc_mmap_threshold", "MMADAPT_MALLOC_MMAP_THRESHOLD='lots'")
     assert not (tmp_path / "w").exists() and not (tmp_path / "out").exists()
