@@ -32,6 +32,10 @@ def main(argv=None) -> int:
             return 2
         with open(os.path.join(run, "realtext.json"), encoding="utf-8") as fh:
             r = json.load(fh)
+        if args.target not in r["targets"]:
+            print(f"error: --runs {run}: no {args.target} target in that run (it has {', '.join(r['targets'])}); "
+                  f"fix: pass --target one of those, or run realtext.py --languages {args.target} there", file=sys.stderr)
+            return 2
         v = r["targets"][args.target]
         budget = r["pretraining"]["tokens"] / 1e6 if args.x == "tokens" else pretraining_flops(r) / 1e15
         size = f"{r['config']['num_layers']}x{r['config']['hidden_size']}"

@@ -33,6 +33,10 @@ PATHS = ("full", "mini")
 LABELS = {"full": "standard", "mini": "MiniJoint"}
 
 
+SAME_IN_EVERY_RUN = ("seed", "task_dev_limit", "task_test_limit", "pairs", "full_steps", "eval_marks", "batch",
+                     "seq_len", "data")
+
+
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -57,6 +61,14 @@ def load_runs(specs: list) -> dict:
         runs[init] = {"dir": run_dir, "report": report}
     if "normal" not in runs:
         raise ConfigError("--runs: no normal= run, the reference; fix: add the run from --init normal")
+    # the starts are compared on the same examples at the same marks: the runs must agree on what sets them
+    reference = runs["normal"]["report"]["config"]
+    for init, run in runs.items():
+        for key in SAME_IN_EVERY_RUN:
+            if run["report"]["config"].get(key) != reference.get(key):
+                raise ConfigError(f"--runs {init}={run['dir']}: made with --{key} {run['report']['config'].get(key)}, "
+                                  f"the normal run with {reference.get(key)}; fix: rerun it with --{key} "
+                                  f"{reference.get(key)} (its test, dev and FLOP marks differ otherwise)")
     return runs
 
 
