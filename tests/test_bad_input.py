@@ -106,7 +106,7 @@ def test_every_shipped_ds_config_resolves():
 
 
 @pytest.mark.parametrize("flags, needle", [
-    (["--eval_marks", "0"], "--eval_marks 0"), (["--full_steps", "2", "--eval_marks", "4"], "--eval_marks 4"),
+    (["--eval_marks", "1"], "need 2 <= eval_marks"), (["--full_steps", "2", "--eval_marks", "4"], "--eval_marks 4"),
     (["--finetune_pooling", "max"], "--finetune_pooling: invalid choice: 'max'"), (["--premise_negated", "2"], "--premise_negated 2"),
     (["--mini_layers", "4"], "--mini_layers 4")])
 def test_demo_refuses_bad_flags_before_any_work(tmp_path, capsys, flags, needle):
