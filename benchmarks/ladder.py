@@ -1,6 +1,6 @@
 """Transfer against pretraining budget: the cipher's (or a language's) zero-shot finals of several
 realtext.py runs, one point per run at its pretraining tokens or FLOPs (``--x flops``: runs of different
-model sizes on one axis, each point labelled with its size).
+model sizes on one axis, a line per size).
 
     .venv/bin/python benchmarks/ladder.py --runs RUN_A RUN_B --target cipher --output ladder.png
 """
@@ -44,10 +44,15 @@ def main(argv=None) -> int:
     points.sort()
     fig, ax = plt.subplots(figsize=(5.4, 3.8))
     x = [pt[0] for pt in points]
-    for i, label in ((1, "standard final"), (2, "MiniJoint final"), (3, "oracle / English"), (4, "baseline")):
-        ax.plot(x, [pt[i] for pt in points], marker="o", linestyle="-" if i < 3 else ":", label=label)
-    for pt in points:
-        ax.annotate(pt[5], (pt[0], pt[1]), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    # a line joins the runs of one model size only: points of different sizes are different models
+    sizes = list(dict.fromkeys(pt[5] for pt in points))
+    for k, size in enumerate(sizes):
+        own = [pt for pt in points if pt[5] == size]
+        for i, label, color in ((1, "standard final", "C0"), (2, "MiniJoint final", "C1")):
+            ax.plot([pt[0] for pt in own], [pt[i] for pt in own], marker="osD^v"[k % 5], color=color,
+                    linestyle="-" if k == 0 else "--", label=f"{label}, {size}")
+    for i, label, color in ((3, "oracle / English", "C2"), (4, "baseline", "C3")):
+        ax.plot(x, [pt[i] for pt in points], marker=".", linestyle=":", color=color, label=label)
     ax.set_xscale("log")
     ax.set_xlabel("pretraining tokens (M)" if args.x == "tokens" else "pretraining FLOPs (PFLOP)")
     ax.set_ylabel(f"{args.target} zero-shot accuracy (test)")
@@ -73,7 +78,8 @@ def pretraining_flops(report: dict) -> float:
     from mmadapt.flops import fused_attention_runs, pretrain_step_flops
 
     cfg = resolve_model(ModelConfig(model="tiny", vocab_size=c["vocab_size"], hidden_size=c["hidden_size"],
-                                    num_layers=c["num_layers"], num_heads=4, intermediate_size=4 * c["hidden_size"],
+                                    num_layers=c["num_layers"], num_heads=c.get("num_heads") or max(1, c["hidden_size"] // 32),
+                                    intermediate_size=4 * c["hidden_size"],
                                     mini_layers=c["mini_layers"]))
     predicted = c["batch"] * c["seq_len"] * 0.15
     return pre["steps"] * pretrain_step_flops(cfg, c["seq_len"], c["batch"], predicted,
