@@ -207,6 +207,7 @@ class RealText:
         return [self.src("mansec.en.text.txt"), self.src("fortunes.en.train.txt")]
 
     def source(self) -> None:
+        from mmadapt.artifacts import read_finetune_meta
         from mmadapt.tokenizer import train_tokenizer
 
         a = self.a
@@ -233,8 +234,6 @@ class RealText:
             "train_files": [self.src("mansec.en.train.jsonl")], "eval_files": [self.src("mansec.en.test.jsonl")],
             "max_seq_length": a.task_seq_len, "global_batch_size": 32, "epochs": a.finetune_epochs,
             "lr": a.finetune_lr, "warmup_steps": 50, "pooling": "mean", "log_every": 50}) for s in a.finetune_seeds]
-        from mmadapt.artifacts import read_finetune_meta
-
         self.chance = 1 / read_finetune_meta(self.task_models[0])["num_labels"]  # the task's, not always 4 labels
 
     def shared_stage(self, name: str, stage: str, values: dict) -> str:

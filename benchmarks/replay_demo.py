@@ -25,11 +25,12 @@ sys.path.insert(0, REPO)
 SECONDS = ("seconds", "wall_clock", "timings", "_s", "ms_per_step", "per_s")
 
 
-def differences(a, b, where: str = "", defaults=None) -> tuple:
+def differences(a, b, where: str = "", defaults=None, names=("recorded", "replayed")) -> tuple:
     """(differences, allowances) between recorded ``a`` and replayed ``b`` (keys naming seconds or rates
     skipped). Allowed, and listed apart: a value the stage filled in itself where the plan leaves it None
     (a resolved model size, the tokenizer of a model directory), and a field added to a stage's config
-    since the recording, at its default (``defaults``: the stage's config as built with no flags)."""
+    since the recording, at its default (``defaults``: the stage's config as built with no flags).
+    ``names``: what the messages call ``a`` and ``b``."""
     diffs, allowed = [], []
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
@@ -39,22 +40,22 @@ def differences(a, b, where: str = "", defaults=None) -> tuple:
             if key not in a and key in b and isinstance(defaults, dict) and key in defaults and b[key] == default:
                 allowed.append(f"{where}.{key}: a field added since, at its default {b[key]!r}")
             elif key not in a or key not in b:
-                diffs.append(f"{where}.{key}: only in {'recorded' if key in a else 'replay'}")
+                diffs.append(f"{where}.{key}: only in {names[0] if key in a else names[1]}")
             else:
-                d, al = differences(a[key], b[key], f"{where}.{key}", default)
+                d, al = differences(a[key], b[key], f"{where}.{key}", default, names)
                 diffs += d
                 allowed += al
         return diffs, allowed
     if isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
-            return [f"{where}: {len(a)} items recorded, {len(b)} replayed"], []
-        pairs = [differences(x, y, f"{where}[{i}]") for i, (x, y) in enumerate(zip(a, b))]
+            return [f"{where}: {len(a)} items {names[0]}, {len(b)} {names[1]}"], []
+        pairs = [differences(x, y, f"{where}[{i}]", names=names) for i, (x, y) in enumerate(zip(a, b))]
         return [d for p in pairs for d in p[0]], [al for p in pairs for al in p[1]]
     if a == b:
         return [], []
     if b is None and defaults is None and a is not None:
         return [], [f"{where}: {a!r}, filled in by the stage (the plan leaves it to the stage)"]
-    return [f"{where}: recorded {a!r}, replayed {b!r}"], []
+    return [f"{where}: {names[0]} {a!r}, {names[1]} {b!r}"], []
 
 
 def main(argv=None) -> int:

@@ -63,12 +63,9 @@ def compare(a_dir: str, b_dir: str) -> tuple:
             problems.append(f"{rel}: only in {'the first' if os.path.isfile(a_path) else 'the second'} run")
             continue
         diffs, allowed = differences(without_run_paths(read(a_path), a_dir), without_run_paths(read(b_path), b_dir),
-                                     rel)
+                                     rel, names=("first", "second"))
         compared.append(rel)
-        # replay_demo's words are "recorded" and "replayed": here they are the first and the second run
-        problems += [d.replace(": recorded ", ": first ").replace(", replayed ", ", second ")
-                     .replace("only in recorded", "only in the first run").replace("only in replay", "only in the second run")
-                     for d in diffs + allowed]
+        problems += diffs + allowed
     return compared, problems
 
 
