@@ -39,7 +39,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from mmadapt.artifacts import RunDir, has_tokenizer  # noqa: E402
+from mmadapt.artifacts import TOKENIZER_DIR, RunDir, has_tokenizer  # noqa: E402
 from mmadapt.errors import ConfigError, exit_status  # noqa: E402
 from mmadapt.orchestrate import Runs  # noqa: E402
 
@@ -253,7 +253,7 @@ class RealText:
 
         a, d = self.a, self.path("data", lang)
         os.makedirs(d, exist_ok=True)
-        files = {"tok": os.path.join(d, "tokenizer"), "dev": os.path.join(d, "task.dev.jsonl"),
+        files = {"tok": os.path.join(d, TOKENIZER_DIR), "dev": os.path.join(d, "task.dev.jsonl"),
                  "test": os.path.join(d, "task.test.jsonl")}
         task_lang = "en" if lang == "cipher" else lang
         for split, limit in (("dev", a.task_dev_limit), ("test", a.task_test_limit)):

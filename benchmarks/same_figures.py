@@ -17,19 +17,18 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from replay_demo import differences  # noqa: E402
+from replay_demo import differences  # noqa: E402  (it puts the repository on the path)
 
-STAGE_FILES = ("metrics.jsonl", "eval.jsonl", "summary.json")
+from mmadapt.artifacts import EVAL_FILE, METRICS_FILE, SUMMARY_FILE, complete, read_json, read_jsonl  # noqa: E402
+
+STAGE_FILES = (METRICS_FILE, EVAL_FILE, SUMMARY_FILE)
 REPORTS = ("report.json", "realtext.json")
 # what differs between two runs of one configuration by design: where they ran, and the clock
 PER_RUN = ("config", "summary_text", "output_dir", "run_dir")
 
 
 def read(path: str):
-    with open(path, encoding="utf-8") as fh:
-        if path.endswith(".jsonl"):
-            return [json.loads(line) for line in fh if line.strip()]
-        return json.load(fh)
+    return read_jsonl(path) if path.endswith(".jsonl") else read_json(path)
 
 
 def without_run_paths(value, run_dir: str):
@@ -42,8 +41,7 @@ def without_run_paths(value, run_dir: str):
 
 
 def stages(run_dir: str) -> list:
-    return sorted(name for name in os.listdir(run_dir)
-                  if os.path.isfile(os.path.join(run_dir, name, "summary.json")))
+    return sorted(name for name in os.listdir(run_dir) if complete(os.path.join(run_dir, name)))
 
 
 def compare(a_dir: str, b_dir: str) -> tuple:
