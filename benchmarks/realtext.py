@@ -39,7 +39,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from mmadapt.artifacts import TOKENIZER_DIR, RunDir, has_tokenizer  # noqa: E402
+from mmadapt.artifacts import LOGS_DIR, TOKENIZER_DIR, RunDir, has_tokenizer  # noqa: E402
 from mmadapt.errors import ConfigError, exit_status  # noqa: E402
 from mmadapt.orchestrate import Runs  # noqa: E402
 
@@ -321,7 +321,7 @@ class RealText:
 
         self.check()
         claim_run_dir(self.out, MARKER)
-        os.makedirs(self.path("logs"), exist_ok=True)
+        os.makedirs(self.path(LOGS_DIR), exist_ok=True)
         t0 = time.perf_counter()
         self.source()
         targets = {}
@@ -460,7 +460,8 @@ def write_report(r: RealText, targets: dict, oracle: dict) -> dict:
                   f"zero-shot, English on the same examples {pct(figures['cipher']['oracle_english_same_examples'])}%.", ""]
     lines += ["Does this rung transfer? " + ", ".join(f"{k}: {v}" for k, v in transfers.items())
               + f" -> **{answer}**.", "",
-              "Wall-clock by stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in r.timings.items()), "",
+              "Wall-clock by stage (s, launch to exit, a resumed stage's segments summed; total: this "
+              "invocation): " + ", ".join(f"{k} {v:.0f}" for k, v in r.timings.items()), "",
               "![zero-shot accuracy against step-2 FLOPs](realtext.png)", ""]
     with open(r.path("realtext.md"), "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines))

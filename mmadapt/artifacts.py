@@ -37,6 +37,8 @@ PACK_META = "pack.json"
 TOKENIZER_DIR = "tokenizer"  # every run's tokenizer, a pack's target tokenizer
 HF_DIR = "hf"  # pretraining's Hugging Face export
 TOKENIZER_FILE = "tokenizer.json"  # the file that makes a directory a saved tokenizer
+LOGS_DIR = "logs"  # an orchestrated run's stage logs: logs/<stage>.log
+STAGE_SECONDS = "stage_seconds.json"  # in logs/: each stage's launch seconds, summed over its segments
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +128,27 @@ def read_summary(output_dir: str) -> dict:
 def complete(stage_dir: str) -> bool:
     """A stage is complete once it wrote summary.json, its last file."""
     return RunDir(stage_dir).complete()
+
+
+def stage_log(run_dir: str, name: str) -> str:
+    return os.path.join(run_dir, LOGS_DIR, f"{name}.log")
+
+
+def recorded_stage_seconds(run_dir: str) -> dict:
+    """{stage: {"seconds": launch seconds summed over its segments, "segments": n}} of an orchestrated run."""
+    path = os.path.join(run_dir, LOGS_DIR, STAGE_SECONDS)
+    return read_json(path) if os.path.isfile(path) else {}
+
+
+def record_stage_seconds(run_dir: str, name: str, seconds: float, resumed: bool) -> float:
+    """Add a finished launch's seconds to its stage's record (a fresh start replaces it); returns the total.
+    A segment killed together with its orchestrator never returns here and is not counted."""
+    ledger = recorded_stage_seconds(run_dir)
+    before = ledger.get(name, {"seconds": 0.0, "segments": 0}) if resumed else {"seconds": 0.0, "segments": 0}
+    ledger[name] = {"seconds": before["seconds"] + seconds, "segments": before["segments"] + 1}
+    os.makedirs(os.path.join(run_dir, LOGS_DIR), exist_ok=True)
+    write_json(os.path.join(run_dir, LOGS_DIR, STAGE_SECONDS), ledger)
+    return ledger[name]["seconds"]
 
 
 def read_jsonl(path: str) -> list:

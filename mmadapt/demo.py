@@ -28,13 +28,13 @@ import sys
 import time
 from dataclasses import dataclass
 
-from .artifacts import RunDir, has_tokenizer
+from .artifacts import LOGS_DIR, RunDir, has_tokenizer
 from .config import _f
 from .errors import ConfigError, exit_status
 from .orchestrate import Runs, StageCall
 
 DEMO_MARKER = ".mmadapt-demo"
-DEMO_ENTRIES = ("data", "tok-source", "tok-target", "pretrain", "minipost", "logs", "cache", "report.md",
+DEMO_ENTRIES = ("data", "tok-source", "tok-target", "pretrain", "minipost", LOGS_DIR, "cache", "report.md",
                 "report.json", "instances.md", "instances.json", "analysis.json")
 PATHS = ("full", "mini", "minipost")  # step-2 stage names: step2-full, step2-mini, step2-minipost
 
@@ -130,7 +130,7 @@ class Demo:
         claim_run_dir(self.out, DEMO_MARKER, "--output_dir")
         if not self.cfg.reuse:
             remove_own_entries(self.out, [e for e in os.listdir(self.out) if demo_made(e)])
-        os.makedirs(self.path("logs"), exist_ok=True)
+        os.makedirs(self.path(LOGS_DIR), exist_ok=True)
 
     def path(self, *parts) -> str:
         return os.path.join(self.out, *parts)

@@ -5,7 +5,7 @@ A plan names each stage's settings by the stage's own config fields ({"max_steps
 a wrong type or a field the stage does not read fails when the plan is made, with one line naming the
 stage and the field, not after the stages before it ran; the same values become the launcher's flags
 one way (``as_flags``). ``Runs`` runs the calls of one run directory under the one skip/resume policy
-(launch.run_stage) and keeps their seconds.
+(launch.run_stage) and keeps their seconds (a kept stage's as recorded when it ran).
 """
 
 from __future__ import annotations
@@ -88,9 +88,12 @@ class Runs:
         return StageCall(name, stage, {**values, "output_dir": self.path(name)}, where)
 
     def run(self, call: StageCall) -> str:
+        from .artifacts import recorded_stage_seconds
         from .launch import run_stage
 
         seconds = run_stage(self.dir, call.name, call.stage, call.argv, self.nproc, reuse=self.reuse)
+        if seconds is None:  # kept: its seconds as recorded when it ran (none from before the record)
+            seconds = recorded_stage_seconds(self.dir).get(call.name, {}).get("seconds")
         if seconds is not None:
             self.seconds[call.name] = seconds
         return self.path(call.name)

@@ -260,7 +260,8 @@ def demo_markdown(config: dict, timings: dict, paths: tuple, analysis: dict, fin
         f"{'beats' if sanity['primary_beats_mini'] else 'does not beat'} mini).", "",
         "Plots: `zero_shot_vs_flops.png`, `retrieval_vs_flops.png`, `mlm_loss_vs_flops.png` (the standard "
         "path's own objective: a diagnostic, not the verdict), `layer_similarity.png`.", "",
-        "## Wall-clock by stage (s)", "", "| stage | s |", "|---|---|",
+        "## Wall-clock by stage (s)", "", "Launch to exit, a resumed stage's segments summed (a kept stage: as "
+        "recorded when it ran); total: this invocation.", "", "| stage | s |", "|---|---|",
         *[f"| {k_} | {v:.0f} |" for k_, v in timings.items()],
     ]
 

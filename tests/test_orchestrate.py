@@ -69,3 +69,24 @@ def test_the_demo_checks_its_first_stage_through_the_stages_parser(tmp_path):
     model = call.config("model")
     assert (model.hidden_size, model.num_heads, model.intermediate_size) == (48, 3, 192)
     assert call.config("train").output_dir == str(tmp_path / "d" / "pretrain")
+
+
+def test_a_kept_stage_reports_the_seconds_recorded_when_it_ran(tmp_path):
+    """A rerun that keeps complete stages still reports what they took; a resumed stage's segments add up,
+    a fresh start replaces the record."""
+    from mmadapt.artifacts import record_stage_seconds, recorded_stage_seconds, write_json
+
+    run = str(tmp_path)
+    assert record_stage_seconds(run, "pretrain", 100.0, resumed=False) == 100.0
+    assert record_stage_seconds(run, "pretrain", 25.5, resumed=True) == 125.5  # a second segment
+    assert record_stage_seconds(run, "step2-full", 7.0, resumed=True) == 7.0  # nothing before it to add to
+    assert record_stage_seconds(run, "step2-full", 3.0, resumed=False) == 3.0  # run again from scratch
+    assert recorded_stage_seconds(run) == {"pretrain": {"seconds": 125.5, "segments": 2},
+                                           "step2-full": {"seconds": 3.0, "segments": 1}}
+    runs = Runs(run, nproc=1)
+    for name in ("pretrain", "finetune-0"):  # both complete; finetune-0 ran before stages were recorded
+        (tmp_path / name).mkdir()
+        write_json(str(tmp_path / name / "summary.json"), {"steps": 1})
+    runs.run(runs.call("pretrain", "minijoint", {"max_steps": 5}))
+    runs.run(runs.call("finetune-0", "finetune", {"task": "classify"}))
+    assert runs.seconds == {"pretrain": 125.5}

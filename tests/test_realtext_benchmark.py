@@ -130,6 +130,10 @@ def test_a_rerun_keeps_every_complete_stage(run):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("complete, reused") == len(before)
     assert all(os.path.getmtime(os.path.join(out, n, "summary.json")) == t for n, t in before.items())
+    # the rerun still reports what each kept stage took when it ran
+    with open(os.path.join(out, "realtext.json"), encoding="utf-8") as fh:
+        again = json.load(fh)["timings"]
+    assert {n: again[n] for n in before} == {n: report["timings"][n] for n in before}
 
 
 def test_overlap_through_the_launcher_starts_the_cipher_at_its_oracle(run, tmp_path):
