@@ -137,7 +137,18 @@ def stage_log(run_dir: str, name: str) -> str:
 def recorded_stage_seconds(run_dir: str) -> dict:
     """{stage: {"seconds": launch seconds summed over its segments, "segments": n}} of an orchestrated run."""
     path = os.path.join(run_dir, LOGS_DIR, STAGE_SECONDS)
-    return read_json(path) if os.path.isfile(path) else {}
+    if not os.path.isfile(path):
+        return {}
+    try:
+        ledger = read_json(path)
+    except ValueError:
+        ledger = None
+    if not (isinstance(ledger, dict) and all(
+            isinstance(v, dict) and isinstance(v.get("seconds"), (int, float)) and isinstance(v.get("segments"), int)
+            for v in ledger.values())):
+        raise ConfigError(f"{path}: not a record of stage seconds; fix: delete it (stages kept from before "
+                          "then report no seconds)")
+    return ledger
 
 
 def record_stage_seconds(run_dir: str, name: str, seconds: float, resumed: bool) -> float:

@@ -90,3 +90,16 @@ def test_a_kept_stage_reports_the_seconds_recorded_when_it_ran(tmp_path):
     runs.run(runs.call("pretrain", "minijoint", {"max_steps": 5}))
     runs.run(runs.call("finetune-0", "finetune", {"task": "classify"}))
     assert runs.seconds == {"pretrain": 125.5}
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"pretrain": 12.5}', '{"pretrain": {"seconds": "long", "segments": 1}}'])
+def test_a_broken_seconds_record_is_one_line_and_left_alone(tmp_path, text):
+    from mmadapt.artifacts import record_stage_seconds
+
+    (tmp_path / "logs").mkdir()
+    record = tmp_path / "logs" / "stage_seconds.json"
+    record.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        record_stage_seconds(str(tmp_path), "pretrain", 3.0, resumed=True)
+    assert "\n" not in str(exc.value) and "stage_seconds.json" in str(exc.value) and "fix:" in str(exc.value)
+    assert record.read_text() == text  # not overwritten
