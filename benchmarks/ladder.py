@@ -8,9 +8,12 @@ model sizes on one axis, a line per size).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mmadapt.artifacts import REALTEXT_REPORT, read_json  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -26,12 +29,11 @@ def main(argv=None) -> int:
 
     points = []
     for run in args.runs:
-        if not os.path.isfile(os.path.join(run, "realtext.json")):
-            print(f"error: --runs {run}: no realtext.json; fix: give finished benchmarks/realtext.py runs",
+        if not os.path.isfile(os.path.join(run, REALTEXT_REPORT)):
+            print(f"error: --runs {run}: no {REALTEXT_REPORT}; fix: give finished benchmarks/realtext.py runs",
                   file=sys.stderr)
             return 2
-        with open(os.path.join(run, "realtext.json"), encoding="utf-8") as fh:
-            r = json.load(fh)
+        r = read_json(os.path.join(run, REALTEXT_REPORT))
         if args.target not in r["targets"]:
             print(f"error: --runs {run}: no {args.target} target in that run (it has {', '.join(r['targets'])}); "
                   f"fix: pass --target one of those, or run realtext.py --languages {args.target} there", file=sys.stderr)

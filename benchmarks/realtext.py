@@ -39,7 +39,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from mmadapt.artifacts import LOGS_DIR, TOKENIZER_DIR, RunDir, has_tokenizer  # noqa: E402
+from mmadapt.artifacts import (LOGS_DIR, REALTEXT_PLOT, REALTEXT_REPORT, REALTEXT_REPORT_MD, TOKENIZER_DIR,  # noqa: E402
+                               RunDir, has_tokenizer)
 from mmadapt.errors import ConfigError, exit_status  # noqa: E402
 from mmadapt.orchestrate import Runs  # noqa: E402
 
@@ -410,7 +411,7 @@ def rung_transfers(figures: dict) -> tuple:
 
 
 def write_report(r: RealText, targets: dict, oracle: dict) -> dict:
-    from mmadapt.artifacts import read_finetune_meta, read_summary, write_json
+    from mmadapt.artifacts import read_finetune_meta, read_summary, write_json, write_text
     from mmadapt.report import pct, times
 
     a = r.a
@@ -419,7 +420,7 @@ def write_report(r: RealText, targets: dict, oracle: dict) -> dict:
     english_acc = sum(e["accuracy"] for e in english) / len(english)
     figures = {lang: language_figures(r, lang, files, oracle) for lang, files in targets.items()}
     transfers, answer = rung_transfers(figures)
-    plot(r.path("realtext.png"), figures, english_acc)
+    plot(r.path(REALTEXT_PLOT), figures, english_acc)
     # the marks' spacing can round the budget down (--full_steps 300 with 7 marks runs 294): say what ran
     standard_steps = next(iter(figures.values()))["step2"]["full"]["steps"] if figures else a.full_steps
     rows = []
@@ -462,15 +463,14 @@ def write_report(r: RealText, targets: dict, oracle: dict) -> dict:
               + f" -> **{answer}**.", "",
               "Wall-clock by stage (s, launch to exit, a resumed stage's segments summed; total: this "
               "invocation): " + ", ".join(f"{k} {v:.0f}" for k, v in r.timings.items()), "",
-              "![zero-shot accuracy against step-2 FLOPs](realtext.png)", ""]
-    with open(r.path("realtext.md"), "w", encoding="utf-8") as fh:
-        fh.write("\n".join(lines))
+              f"![zero-shot accuracy against step-2 FLOPs]({REALTEXT_PLOT})", ""]
+    write_text(r.path(REALTEXT_REPORT_MD), "\n".join(lines))
     report = {"config": vars(a), "pretraining": {k: pre[k] for k in ("steps", "tokens", "flops", "unigram_entropy",
                                                                      "final_loss", "final_mini_loss", "wall_clock_s")},
               "english": english, "english_accuracy": english_acc, "targets": figures, "transfers": transfers,
               "rung_transfers": answer,
               "timings": r.timings}
-    write_json(r.path("realtext.json"), report)
+    write_json(r.path(REALTEXT_REPORT), report)
     print("\n".join(lines), flush=True)
     return report
 

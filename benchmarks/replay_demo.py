@@ -66,18 +66,18 @@ def main(argv=None) -> int:
     import dataclasses
 
     from mmadapt import launch
-    from mmadapt.artifacts import read_run_config
+    from mmadapt.artifacts import DATA_DIR, DemoDir, read_json, read_run_config
     from mmadapt.config import parse_sections, to_dict
     from mmadapt.demo import Demo, DemoConfig
     from mmadapt.stages import interface, parser
 
     recorded_dir, out = os.path.abspath(args.run), os.path.abspath(args.output)
-    if not os.path.isfile(os.path.join(recorded_dir, "report.json")):
-        print(f"error: --run {args.run}: no report.json; fix: give a finished `mmadapt demo` --output_dir",
-              file=sys.stderr)
+    recorded_run = DemoDir(recorded_dir)
+    if not os.path.isfile(recorded_run.report):
+        print(f"error: --run {args.run}: no {os.path.basename(recorded_run.report)}; fix: give a finished "
+              "`mmadapt demo` --output_dir", file=sys.stderr)
         return 2
-    with open(os.path.join(recorded_dir, "report.json"), encoding="utf-8") as fh:
-        recorded = json.load(fh)
+    recorded = read_json(recorded_run.report)
     from mmadapt.demo import DEMO_MARKER
 
     if os.path.exists(out):  # never replace a directory this script did not just make
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
         return 2
     os.makedirs(out)
     open(os.path.join(out, DEMO_MARKER), "w").close()
-    for entry in ("data", "tok-source", "tok-target", "cache"):
+    for entry in (DATA_DIR, DemoDir.tokenizer_name("source"), DemoDir.tokenizer_name("target"), DemoDir.CACHE):
         shutil.copytree(os.path.join(recorded_dir, entry), os.path.join(out, entry), symlinks=True)
     problems, allowances, calls = [], [], []
 

@@ -19,10 +19,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from replay_demo import differences  # noqa: E402  (it puts the repository on the path)
 
-from mmadapt.artifacts import EVAL_FILE, METRICS_FILE, SUMMARY_FILE, complete, read_json, read_jsonl  # noqa: E402
+from mmadapt.artifacts import (DEMO_REPORT, EVAL_FILE, METRICS_FILE, REALTEXT_REPORT, SUMMARY_FILE, complete,  # noqa: E402
+                               read_json, read_jsonl)
 
 STAGE_FILES = (METRICS_FILE, EVAL_FILE, SUMMARY_FILE)
-REPORTS = ("report.json", "realtext.json")
+REPORTS = (DEMO_REPORT, REALTEXT_REPORT)
 # what differs between two runs of one configuration by design: where they ran, and the clock
 PER_RUN = ("config", "summary_text", "output_dir", "run_dir")
 

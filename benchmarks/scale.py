@@ -310,7 +310,7 @@ def make_source(preset: str, args, work: str, inputs: tuple, ds_path: str, sourc
 
 def measure(call, args, work: str) -> dict:
     """Run one stage call under the memory watchdog; its figures from its own summary and metrics."""
-    from mmadapt.artifacts import RunDir
+    from mmadapt.artifacts import RunDir, read_json
     from mmadapt.launch import launcher_command
 
     env = {"MMADAPT_TIED_GRADIENT": args.tied_gradient, "MMADAPT_MALLOC_MMAP_THRESHOLD": args.malloc_mmap_threshold}
@@ -347,8 +347,7 @@ def measure(call, args, work: str) -> dict:
                 "parameters": summary["parameters"], "trainable_parameters": summary["trainable_parameters"],
                 "load_average": os.getloadavg()}
     if profiled:
-        with open(run.join("profile.json")) as fh:
-            measured["profile"] = json.load(fh)
+        measured["profile"] = read_json(run.profile)
     return {"status": "ran", "measured": measured, "fits": sum(train_peak) < 24.0}
 
 

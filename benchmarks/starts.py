@@ -19,13 +19,14 @@ starts.png in --output.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from mmadapt.artifacts import (REALTEXT_REPORT, STARTS_PLOT, STARTS_REPORT, STARTS_REPORT_MD, read_json,  # noqa: E402
+                               write_json, write_text)
 from mmadapt.errors import ConfigError, exit_status  # noqa: E402
 
 KEY = "zero_shot_accuracy"
@@ -50,11 +51,10 @@ def load_runs(specs: list) -> dict:
     runs = {}
     for spec in specs:
         init, _, run_dir = spec.partition("=")
-        path = os.path.join(run_dir, "realtext.json")
+        path = os.path.join(run_dir, REALTEXT_REPORT)
         if not run_dir or not os.path.isfile(path):
             raise ConfigError(f"--runs {spec}: no {path}; fix: give INIT=DIR of a finished benchmarks/realtext.py run")
-        with open(path, encoding="utf-8") as fh:
-            report = json.load(fh)
+        report = read_json(path)
         if report["config"]["init"] != init:
             raise ConfigError(f"--runs {spec}: that run started step 2 from --init {report['config']['init']}; fix: "
                               f"name it {report['config']['init']}=")
@@ -157,7 +157,7 @@ def markdown(f: dict, runs: dict) -> str:
                          f"{source_rows} | "
                          f"{'-' if seconds is None else f'{seconds:.0f}'} |")
         lines += ["", "Start x mini-model: " + "; ".join(f"{init}: {c}" for init, c in g["combined"].items()), "",
-                  f"![{lang}](starts.png)", ""]
+                  f"![{lang}]({STARTS_PLOT})", ""]
     return "\n".join(lines)
 
 
@@ -171,18 +171,15 @@ def plot(path: str, f: dict) -> None:
 
 
 def run(args) -> dict:
-    from mmadapt.artifacts import write_json
-
     runs = load_runs(args.runs)
     f = figures(runs)
     if not f:
         raise ConfigError("--runs: no target language is in every run; fix: run the same --languages in each")
     os.makedirs(args.output, exist_ok=True)
     text = markdown(f, runs)
-    with open(os.path.join(args.output, "starts.md"), "w", encoding="utf-8") as fh:
-        fh.write(text)
-    plot(os.path.join(args.output, "starts.png"), f)
-    write_json(os.path.join(args.output, "starts.json"),
+    write_text(os.path.join(args.output, STARTS_REPORT_MD), text)
+    plot(os.path.join(args.output, STARTS_PLOT), f)
+    write_json(os.path.join(args.output, STARTS_REPORT),
                {lang: {**g, "rows": {k: {kk: vv for kk, vv in r.items() if kk != "curve"} for k, r in g["rows"].items()}}
                 for lang, g in f.items()})
     print(text, flush=True)

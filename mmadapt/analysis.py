@@ -8,7 +8,6 @@ the primary model's states are for a source sentence and its translation, layer 
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import torch
 
@@ -18,17 +17,18 @@ def analyse(out: str, task_dirs: list, paths: tuple, seed: int = 0) -> dict:
     from .evaluators import ZeroShot
     from .hf_io import load_into, load_pretrained_state_dict, pretrained_model_config
     from .model import MiniJointForMaskedLM, fresh_embedding_rows
-    from .artifacts import RunDir, load_pack
+    from .artifacts import DemoDir, load_pack
     from .tokenizer import load_tokenizer
 
-    primary = RunDir(os.path.join(out, "pretrain")).hf
+    run = DemoDir(out)
+    pair = run.data
+    primary = run.pretrain.hf
     cfg = pretrained_model_config(primary)
     state = load_pretrained_state_dict(primary)
-    source_tok, target_tok = load_tokenizer(os.path.join(out, "tok-source")), load_tokenizer(os.path.join(out, "tok-target"))
+    source_tok, target_tok = load_tokenizer(run.tokenizer("source")), load_tokenizer(run.tokenizer("target"))
     oracle, mapped = dictionary_embeddings(state["roberta.embeddings.word_embeddings.weight"], source_tok, target_tok,
-                                           os.path.join(out, "data", "dictionary.tsv"), std=cfg.initializer_range)
-    zero_shot = ZeroShot(task_dirs, {"": os.path.join(out, "data", "task.target.test.jsonl"),
-                                     "dev_": os.path.join(out, "data", "task.target.dev.jsonl")}, target_tok)
+                                           pair.dictionary, std=cfg.initializer_range)
+    zero_shot = ZeroShot(task_dirs, {"": pair.task("target", "test"), "dev_": pair.task("target", "dev")}, target_tok)
     scores = zero_shot(oracle)
 
     model = MiniJointForMaskedLM(dataclasses.replace(cfg, mini_head=False, mini_layers=None, hidden_dropout=0.0,
@@ -37,12 +37,12 @@ def analyse(out: str, task_dirs: list, paths: tuple, seed: int = 0) -> dict:
     step0 = fresh_embedding_rows(dataclasses.replace(cfg, vocab_size=len(target_tok)), seed)  # as step 2 starts
     candidates = {"step 0 (random)": step0, "dictionary oracle": oracle}
     for path in paths:
-        candidates[f"{path} best"] = load_pack(os.path.join(out, f"step2-{path}"), "best")[0]["word_embeddings"]
-    pairs = os.path.join(out, "data", "parallel.dev.tsv")
+        candidates[f"{path} best"] = load_pack(run.step2(path).path, "best")[0]["word_embeddings"]
+    pairs = pair.parallel("dev")
     similarity = {name: layer_similarity(model, source_tok, target_tok, pairs, rows)
                   for name, rows in candidates.items()}
     translation = {name: translation_accuracy(rows, state["roberta.embeddings.word_embeddings.weight"], source_tok,
-                                              target_tok, os.path.join(out, "data", "dictionary.tsv"))
+                                              target_tok, pair.dictionary)
                    for name, rows in candidates.items()}
     return {"oracle": {"zero_shot_accuracy": scores["zero_shot_accuracy"],
                        "dev_zero_shot_accuracy": scores["dev_zero_shot_accuracy"], "words_mapped": mapped},

@@ -7,7 +7,9 @@
 * a fine-tuned task model (step 3): ``model.safetensors`` and ``finetune.json``;
 * a MiniPost mini-model (step 1b): ``mini_model.safetensors`` and ``minipost.json``;
 * a language pack (step 2): ``embeddings.safetensors`` (last), ``best_embeddings.safetensors`` (chosen
-  by the run's selection figure), ``tokenizer/`` and ``pack.json``.
+  by the run's selection figure), ``tokenizer/`` and ``pack.json``;
+* a generated language pair (``PairDir``), and the reports at the top of an orchestrated run (the demo's
+  ``report.json``, realtext.py's ``realtext.json``, ...), which other commands read back.
 
 Nothing here imports a stage: stages, evaluators, the pipeline and the demo all read through this module.
 Every file is written under a temporary name and renamed into place.
@@ -39,6 +41,15 @@ HF_DIR = "hf"  # pretraining's Hugging Face export
 TOKENIZER_FILE = "tokenizer.json"  # the file that makes a directory a saved tokenizer
 LOGS_DIR = "logs"  # an orchestrated run's stage logs: logs/<stage>.log
 STAGE_SECONDS = "stage_seconds.json"  # in logs/: each stage's launch seconds, summed over its segments
+PROFILE_FILE, PROFILE_TABLE = "profile.json", "profile.txt"  # a run with --profile_step: seconds by op group
+RESULTS_FILE, RESULTS_MD = "results.json", "results.md"  # launchers/evaluate.py --output_dir
+# the reports at the top of an orchestrated run (`mmadapt demo`, benchmarks/realtext.py, starts.py)
+DATA_DIR = "data"  # the demo's generated language pair (a PairDir)
+DEMO_TOKENIZER = "tok-{}"  # the demo's tokenizer of each side: tok-source, tok-target
+DEMO_REPORT, DEMO_REPORT_MD = "report.json", "report.md"
+INSTANCES_REPORT, INSTANCES_REPORT_MD = "instances.json", "instances.md"
+REALTEXT_REPORT, REALTEXT_REPORT_MD, REALTEXT_PLOT = "realtext.json", "realtext.md", "realtext.png"
+STARTS_REPORT, STARTS_REPORT_MD, STARTS_PLOT = "starts.json", "starts.md", "starts.png"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +71,7 @@ class RunDir:
     eval_log = property(lambda self: self.join(EVAL_FILE))
     checkpoints = property(lambda self: self.join(CHECKPOINTS))
     tokenizer = property(lambda self: self.join(TOKENIZER_DIR))
+    profile = property(lambda self: self.join(PROFILE_FILE))
     # pretraining
     hf = property(lambda self: self.join(HF_DIR))
     # language pack, fine-tuned model, MiniPost mini-model
@@ -81,6 +93,94 @@ class RunDir:
         return read_jsonl(self.metrics)
 
 
+@dataclasses.dataclass(frozen=True)
+class PairDir:
+    """A generated language pair (``mmadapt.synthetic`` writes it, the demo and its analysis read it): text
+    per side and split, test and dev translation pairs, the word dictionary, task splits and ``meta.json``."""
+
+    path: str
+
+    META, DICTIONARY, LEMMA_DICTIONARY = "meta.json", "dictionary.tsv", "dictionary.lemmas.tsv"
+    TEXT_SPLITS = (("source", "train"), ("source", "test"), ("target", "train"), ("target", "test"))
+    TASK_SPLITS = (("source", "train"), ("source", "dev"), ("source", "test"), ("target", "dev"), ("target", "test"))
+
+    @staticmethod
+    def text_name(side: str, split: str) -> str:
+        return f"{side}.{split}.txt"
+
+    @staticmethod
+    def task_name(side: str, split: str) -> str:
+        return f"task.{side}.{split}.jsonl"
+
+    @staticmethod
+    def parallel_name(split: str = "test") -> str:
+        return "parallel.tsv" if split == "test" else f"parallel.{split}.tsv"
+
+    @classmethod
+    def files(cls) -> tuple:
+        """Every file of a pair, in the generator's order."""
+        return (*(cls.text_name(*s) for s in cls.TEXT_SPLITS), cls.parallel_name("test"), cls.parallel_name("dev"),
+                cls.DICTIONARY, cls.LEMMA_DICTIONARY, *(cls.task_name(*s) for s in cls.TASK_SPLITS), cls.META)
+
+    def text(self, side: str, split: str) -> str:
+        return os.path.join(self.path, self.text_name(side, split))
+
+    def task(self, side: str, split: str) -> str:
+        return os.path.join(self.path, self.task_name(side, split))
+
+    def parallel(self, split: str = "test") -> str:
+        return os.path.join(self.path, self.parallel_name(split))
+
+    dictionary = property(lambda self: os.path.join(self.path, self.DICTIONARY))
+    meta = property(lambda self: os.path.join(self.path, self.META))
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoDir:
+    """One ``mmadapt demo`` instance's directory: its language pair, tokenizers, stage runs and reports.
+    The stage names are the orchestrator's (``Runs``): each stage's run directory is ``<path>/<name>``."""
+
+    path: str
+
+    PRETRAIN, MINIPOST, CACHE = "pretrain", "minipost", "cache"
+    # what a rerun may replace: these names, and those starting with a prefix or ending in .png
+    ENTRIES = (DATA_DIR, *(DEMO_TOKENIZER.format(side) for side in ("source", "target")), PRETRAIN, MINIPOST, LOGS_DIR, CACHE, DEMO_REPORT_MD,
+               DEMO_REPORT, INSTANCES_REPORT_MD, INSTANCES_REPORT)
+    PREFIXES = ("finetune-", "step2-", "seed-")
+
+    @staticmethod
+    def tokenizer_name(side: str) -> str:
+        return DEMO_TOKENIZER.format(side)
+
+    @staticmethod
+    def finetune_name(seed: int) -> str:
+        return f"finetune-{seed}"
+
+    @staticmethod
+    def step2_name(path: str) -> str:
+        return f"step2-{path}"
+
+    @staticmethod
+    def instance_name(seed: int) -> str:
+        return f"seed-{seed}"
+
+    def join(self, *parts: str) -> str:
+        return os.path.join(self.path, *parts)
+
+    def tokenizer(self, side: str) -> str:
+        return self.join(self.tokenizer_name(side))
+
+    def step2(self, path: str) -> RunDir:
+        return RunDir(self.join(self.step2_name(path)))
+
+    data = property(lambda self: PairDir(self.join(DATA_DIR)))
+    pretrain = property(lambda self: RunDir(self.join(self.PRETRAIN)))
+    minipost = property(lambda self: RunDir(self.join(self.MINIPOST)))
+    cache = property(lambda self: self.join(self.CACHE))
+    report = property(lambda self: self.join(DEMO_REPORT))
+    report_md = property(lambda self: self.join(DEMO_REPORT_MD))
+
+
 def has_tokenizer(path: str) -> bool:
     return os.path.isfile(os.path.join(path, TOKENIZER_FILE))
 
@@ -89,6 +189,13 @@ def has_tokenizer(path: str) -> bool:
 def write_json(path: str, data: dict) -> None:
     with open(path + ".tmp", "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def write_text(path: str, text: str) -> None:
+    """A report (Markdown) in one piece: never a half-written file under its name."""
+    with open(path + ".tmp", "w", encoding="utf-8") as fh:
+        fh.write(text)
     os.replace(path + ".tmp", path)
 
 

@@ -28,20 +28,18 @@ import sys
 import time
 from dataclasses import dataclass
 
-from .artifacts import LOGS_DIR, RunDir, has_tokenizer
+from .artifacts import LOGS_DIR, DemoDir, has_tokenizer
 from .config import _f
 from .errors import ConfigError, exit_status
 from .orchestrate import Runs, StageCall
 
 DEMO_MARKER = ".mmadapt-demo"
-DEMO_ENTRIES = ("data", "tok-source", "tok-target", "pretrain", "minipost", LOGS_DIR, "cache", "report.md",
-                "report.json", "instances.md", "instances.json", "analysis.json")
 PATHS = ("full", "mini", "minipost")  # step-2 stage names: step2-full, step2-mini, step2-minipost
 
 
 def demo_made(entry: str) -> bool:
     """An entry of --output_dir that the demo writes (and so may replace)."""
-    return entry in DEMO_ENTRIES or entry.startswith(("finetune-", "step2-", "seed-")) or entry.endswith(".png")
+    return entry in DemoDir.ENTRIES or entry.startswith(DemoDir.PREFIXES) or entry.endswith(".png")
 
 
 @dataclass
@@ -119,6 +117,7 @@ class Demo:
     def __init__(self, cfg: DemoConfig, out: str | None = None):
         self.cfg = cfg
         self.out = os.path.abspath(out or cfg.output_dir)
+        self.dir = DemoDir(self.out)
         self.runs = Runs(self.out, cfg.nproc, reuse=cfg.reuse)
         self.timings = self.runs.seconds  # every stage's seconds, and the demo's own (data, analysis, total)
 
@@ -130,10 +129,7 @@ class Demo:
         claim_run_dir(self.out, DEMO_MARKER, "--output_dir")
         if not self.cfg.reuse:
             remove_own_entries(self.out, [e for e in os.listdir(self.out) if demo_made(e)])
-        os.makedirs(self.path(LOGS_DIR), exist_ok=True)
-
-    def path(self, *parts) -> str:
-        return os.path.join(self.out, *parts)
+        os.makedirs(self.dir.join(LOGS_DIR), exist_ok=True)
 
     def data(self) -> None:
         from .synthetic import SyntheticConfig, generate
@@ -145,11 +141,11 @@ class Demo:
             target_sentences=c.target_sentences, parallel_pairs=c.parallel_pairs, parallel_dev=c.parallel_dev,
             task_train=c.task_train, task_test=c.task_test, task_dev=c.task_dev, task_mode=c.task_mode,
             premise_negated=c.premise_negated, document_length=c.document_length, entity_reuse=c.entity_reuse),
-            self.path("data"))
+            self.dir.data.path)
         for side in ("source", "target"):
-            text = [self.path("data", f"{side}.train.txt")]
+            text = [self.dir.data.text(side, "train")]
             size = c.vocab_size or whole_word_vocab_size(text)
-            train_tokenizer(text, size, self.path(f"tok-{side}"), seed=c.seed, whole_words=True)
+            train_tokenizer(text, size, self.dir.tokenizer(side), seed=c.seed, whole_words=True)
 
     def common(self) -> dict:
         c = self.cfg
@@ -158,21 +154,21 @@ class Demo:
 
     def pretrain_call(self) -> StageCall:
         c = self.cfg
-        return self.runs.call("pretrain", "minijoint", {
+        return self.runs.call(DemoDir.PRETRAIN, "minijoint", {
             **self.common(), "model": "tiny", "hidden_size": c.hidden_size, "num_layers": c.num_layers,
             "num_heads": c.num_heads, "intermediate_size": 4 * c.hidden_size, "mini_layers": c.mini_layers,
             "initializer_range": c.initializer_range, "sinusoidal_positions": c.sinusoidal_positions,
-            "hidden_dropout": 0.0, "attention_dropout": 0.0, "train_files": [self.path("data", "source.train.txt")],
-            "tokenizer": self.path("tok-source"), "cache_dir": self.path("cache"), "max_steps": c.pretrain_steps,
+            "hidden_dropout": 0.0, "attention_dropout": 0.0, "train_files": [self.dir.data.text("source", "train")],
+            "tokenizer": self.dir.tokenizer("source"), "cache_dir": self.dir.cache, "max_steps": c.pretrain_steps,
             "lr": c.pretrain_lr, "mini_loss_weight": c.mini_loss_weight, "forget_every": c.forget_every,
             "warmup_steps": max(1, c.pretrain_steps // 20), "log_every": 50}, where="mmadapt demo")
 
     def minipost(self) -> None:
         c = self.cfg
-        self.runs.stage("minipost", "minipost", {
-            **self.common(), "model": RunDir(self.path("pretrain")).hf, "extract_layers": c.mini_layers,
-            "new_layers": c.new_layers, "train_files": [self.path("data", "source.train.txt")],
-            "cache_dir": self.path("cache"), "max_steps": c.minipost_steps, "lr": c.minipost_lr,
+        self.runs.stage(DemoDir.MINIPOST, "minipost", {
+            **self.common(), "model": self.dir.pretrain.hf, "extract_layers": c.mini_layers,
+            "new_layers": c.new_layers, "train_files": [self.dir.data.text("source", "train")],
+            "cache_dir": self.dir.cache, "max_steps": c.minipost_steps, "lr": c.minipost_lr,
             "warmup_steps": max(1, c.minipost_steps // 20), "log_every": 50}, where="mmadapt demo")
 
     def finetune(self) -> list:
@@ -188,15 +184,15 @@ class Demo:
         spare = iter(range(max(c.finetune_seeds) + 1, max(c.finetune_seeds) + 1 + c.finetune_restarts))
         for seed in c.finetune_seeds:
             while True:
-                out = self.runs.stage(f"finetune-{seed}", "finetune", {
+                out = self.runs.stage(DemoDir.finetune_name(seed), "finetune", {
                     **self.common(), "max_seq_length": c.task_seq_len, "seed": seed, "task": "xnli",
-                    "model": RunDir(self.path("pretrain")).hf,
-                    "train_files": [self.path("data", "task.source.train.jsonl")],
-                    "eval_files": [self.path("data", "task.source.test.jsonl")], "epochs": c.finetune_epochs,
+                    "model": self.dir.pretrain.hf,
+                    "train_files": [self.dir.data.task("source", "train")],
+                    "eval_files": [self.dir.data.task("source", "test")], "epochs": c.finetune_epochs,
                     "lr": c.finetune_lr, "warmup_steps": 20, "log_every": 50, "pooling": c.finetune_pooling,
                     "dropout": 0.0}, where="mmadapt demo")
                 spec, model, tok, meta = load_finetuned(out)
-                dev = score(spec, model, tok, load_examples(spec, self.path("data", "task.source.dev.jsonl")),
+                dev = score(spec, model, tok, load_examples(spec, self.dir.data.task("source", "dev")),
                             meta["max_seq_length"])["accuracy"]
                 kept = dev >= c.finetune_min_dev
                 self.finetune_attempts.append({"seed": seed, "source_dev_accuracy": dev, "kept": kept})
@@ -223,27 +219,28 @@ class Demo:
 
         c = self.cfg
         depths = {"full": None, "mini": "mini", "minipost": c.mini_layers + c.new_layers}
-        return step2_plan(RunDir(self.path("pretrain")).hf, self.path("tok-target"), [self.path("data", "target.train.txt")],
-                          self.path("cache"), c.max_seq_length, c.global_batch_size, c.full_steps, c.eval_marks,
+        return step2_plan(self.dir.pretrain.hf, self.dir.tokenizer("target"), [self.dir.data.text("target", "train")],
+                          self.dir.cache, c.max_seq_length, c.global_batch_size, c.full_steps, c.eval_marks,
                           {p: depths[p] for p in self.paths()})
 
     def adapt(self, task_dirs: list, plan: dict) -> None:
         c = self.cfg
         for path in self.paths():
             steps, every, _ = plan[path]
-            extra = {"mini_model": self.path("minipost")} if path == "minipost" else {}
-            self.runs.stage(f"step2-{path}", "adapt", {
-                **self.common(), **extra, "model": RunDir(self.path("pretrain")).hf,
-                "through": "full" if path == "full" else "mini", "tokenizer": self.path("tok-target"),
-                "train_files": [self.path("data", "target.train.txt")],
-                "eval_files": [self.path("data", "target.test.txt")], "eval_blocks": 32,
-                "parallel_file": self.path("data", "parallel.tsv"),
-                "parallel_dev_file": self.path("data", "parallel.dev.tsv"), "parallel_limit": c.parallel_pairs,
+            extra = {"mini_model": self.dir.minipost.path} if path == "minipost" else {}
+            pair = self.dir.data
+            self.runs.stage(DemoDir.step2_name(path), "adapt", {
+                **self.common(), **extra, "model": self.dir.pretrain.hf,
+                "through": "full" if path == "full" else "mini", "tokenizer": self.dir.tokenizer("target"),
+                "train_files": [pair.text("target", "train")],
+                "eval_files": [pair.text("target", "test")], "eval_blocks": 32,
+                "parallel_file": pair.parallel("test"),
+                "parallel_dev_file": pair.parallel("dev"), "parallel_limit": c.parallel_pairs,
                 "task_models": task_dirs,
-                "task_eval_file": self.path("data", "task.target.test.jsonl"),
-                "task_dev_file": self.path("data", "task.target.dev.jsonl"), "select_by": "zero_shot_accuracy",
+                "task_eval_file": pair.task("target", "test"),
+                "task_dev_file": pair.task("target", "dev"), "select_by": "zero_shot_accuracy",
                 "max_steps": steps, "eval_every": every, "lr": c.full_lr if path == "full" else c.mini_lr,
-                "warmup_steps": max(1, steps // 20), "weight_decay": 0.0, "cache_dir": self.path("cache"),
+                "warmup_steps": max(1, steps // 20), "weight_decay": 0.0, "cache_dir": self.dir.cache,
                 "log_every": every}, where="mmadapt demo")
 
     def run(self) -> dict:
@@ -253,7 +250,7 @@ class Demo:
         self.prepare_output()
         t0 = time.perf_counter()
         print(f"mmadapt demo (seed {self.cfg.seed}) -> {self.out}", flush=True)
-        if not (self.cfg.reuse and has_tokenizer(self.path("tok-target"))):
+        if not (self.cfg.reuse and has_tokenizer(self.dir.tokenizer("target"))):
             self.data()
         self.timings["data"] = time.perf_counter() - t0
         self.runs.run(self.pretrain_call())
@@ -316,7 +313,7 @@ def run(cfg: DemoConfig) -> dict:
     reports = []
     for seed in range(cfg.seed, cfg.seed + cfg.instances):
         one = dataclasses.replace(cfg, seed=seed, instances=1)
-        reports.append(Demo(one, os.path.join(out, f"seed-{seed}")).run())
+        reports.append(Demo(one, DemoDir(out).join(DemoDir.instance_name(seed))).run())
         print(reports[-1]["summary_text"], flush=True)
     return write_instances_report(out, dataclasses.asdict(cfg), reports)
 

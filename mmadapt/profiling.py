@@ -9,9 +9,10 @@ collectives and DeepSpeed's partition bookkeeping); the optimizer; everything el
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Callable
+
+from .artifacts import PROFILE_FILE, PROFILE_TABLE, write_json, write_text
 
 GROUPS = (
     ("matmul", ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear",
@@ -51,8 +52,6 @@ def profiled(step: Callable[[], object], out_dir: str, rank: int, label: str):
                   "total_self_seconds": sum(groups.values()),
                   "top": [{"op": e.key, "group": group_of(e.key), "self_seconds": e.self_cpu_time_total / 1e6,
                            "calls": e.count} for e in top]}
-        with open(os.path.join(out_dir, "profile.json"), "w", encoding="utf-8") as fh:
-            json.dump(report, fh, indent=1)
-        with open(os.path.join(out_dir, "profile.txt"), "w", encoding="utf-8") as fh:
-            fh.write(events.table(sort_by="self_cpu_time_total", row_limit=40))
+        write_json(os.path.join(out_dir, PROFILE_FILE), report)
+        write_text(os.path.join(out_dir, PROFILE_TABLE), events.table(sort_by="self_cpu_time_total", row_limit=40))
     return result

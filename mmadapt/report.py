@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 import statistics
 
-from .artifacts import RunDir, read_finetune_meta, read_json, read_summary, write_json
+from .artifacts import (INSTANCES_REPORT, INSTANCES_REPORT_MD, DemoDir, read_finetune_meta, read_json, write_json,
+                        write_text)
 from .verdict import Criteria, dev_best, saving_to_reach, verdict, wall_clock_to_reach, wilson_interval
 
 LABEL = {"full": "standard (through the full model)", "mini": "mini-model (MiniJoint)",
@@ -109,13 +110,13 @@ def reach_text(reach: dict) -> str:
 
 def load_instance(out: str, task_dirs: list, paths: tuple) -> dict:
     """Everything one demo instance wrote that its report reads."""
-    stage = {p: os.path.join(out, f"step2-{p}") for p in paths}
-    return {"pre": read_summary(os.path.join(out, "pretrain")),
+    run = DemoDir(out)
+    return {"pre": run.pretrain.read_summary(),
             "sources": [read_finetune_meta(d)["source_score"]["accuracy"] for d in task_dirs],
-            "curves": {p: RunDir(stage[p]).read_eval() for p in paths},
-            "summaries": {p: read_summary(stage[p]) for p in paths},
-            "meta": read_json(os.path.join(out, "data", "meta.json")),
-            "minipost": read_summary(os.path.join(out, "minipost")) if "minipost" in paths else None}
+            "curves": {p: run.step2(p).read_eval() for p in paths},
+            "summaries": {p: run.step2(p).read_summary() for p in paths},
+            "meta": read_json(run.data.meta),
+            "minipost": run.minipost.read_summary() if "minipost" in paths else None}
 
 
 def step2_timing(summary: dict, curve: list) -> dict:
@@ -274,8 +275,8 @@ def write_demo_report(out: str, config: dict, timings: dict, task_dirs: list, pa
     baseline = d["meta"]["lexical_overlap_baseline_accuracy"]
     write_demo_plots(out, curves, analysis, f["source_mean"])
     lines = demo_markdown(config, timings, paths, analysis, finetune_attempts, f, curves, baseline)
-    with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as fh:
-        fh.write("\n".join(lines) + "\n")
+    run = DemoDir(out)
+    write_text(run.report_md, "\n".join(lines) + "\n")
     status = "met" if acc["met"] else "NOT met"
     report = {"config": config, "verdict": acc, "verdict_met": acc["met"], "retrieval": f["retrieval"],
               "pretraining": f["pretraining"], "step2": f["step2"], "wall_clock_to_reach": f["wall_clock_to_reach"],
@@ -283,7 +284,7 @@ def write_demo_report(out: str, config: dict, timings: dict, task_dirs: list, pa
               "source_accuracy_mean": f["source_mean"], "lexical_overlap_baseline": baseline,
               "finetune_attempts": finetune_attempts, "oracle": analysis["oracle"], "analysis": analysis,
               "curves": curves, "timings": timings}
-    write_json(os.path.join(out, "report.json"), report)
+    write_json(run.report, report)
     first = acc["first_crossing"]
     report["summary_text"] = (
         f"\nseed {config['seed']}: zero-shot accuracy (test, ±{100 * acc['tolerance']:.1f} points at 95%; best chosen "
@@ -295,7 +296,7 @@ def write_demo_report(out: str, config: dict, timings: dict, task_dirs: list, pa
            f"MiniJoint reaches and holds the standard final with {times(acc['flops_saving_to_reach'], acc['flops_saving_upper_bound'])} "
            "fewer step-2 FLOPs; ")
         + f"first crossing {times(first['saving'], first['saving_upper_bound'])}; best gap "
-        f"{acc['best_gap_points']:.1f} points; verdict {status}\nreport: {os.path.join(out, 'report.md')}")
+        f"{acc['best_gap_points']:.1f} points; verdict {status}\nreport: {run.report_md}")
     return report
 
 
@@ -348,13 +349,12 @@ def write_instances_report(out: str, config: dict, reports: list) -> dict:
         "restarts = task models restarted below the source-dev bar.", "",
         *instances_table(reports),
     ]
-    with open(os.path.join(out, "instances.md"), "w", encoding="utf-8") as fh:
-        fh.write("\n".join(lines) + "\n")
+    write_text(os.path.join(out, INSTANCES_REPORT_MD), "\n".join(lines) + "\n")
     summary = {"config": config, "instances": [{"seed": r["config"]["seed"], "verdict": r["verdict"],
                                                 "verdict_met": r["verdict_met"],
                                                 "source_accuracy_mean": r["source_accuracy_mean"],
                                                 "oracle": r["oracle"]} for r in reports],
                "met": met}
-    write_json(os.path.join(out, "instances.json"), summary)
-    summary["summary_text"] = "\n".join(lines[-1:]) + f"\nreport: {os.path.join(out, 'instances.md')}"
+    write_json(os.path.join(out, INSTANCES_REPORT), summary)
+    summary["summary_text"] = "\n".join(lines[-1:]) + f"\nreport: {os.path.join(out, INSTANCES_REPORT_MD)}"
     return summary

@@ -184,26 +184,3 @@ def test_overlap_through_the_launcher_starts_the_cipher_at_its_oracle(run, tmp_p
     assert proc.returncode == 2 and "from --init overlap" in proc.stderr
 
 
-def test_missing_data_is_one_line_and_writes_nothing(tmp_path):
-    out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "realtext.py"), "--output", str(out),
-                           "--data", str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "mansec.en.text.txt" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
-
-
-@pytest.mark.parametrize("flags, named", [(["--task_test_limit", "0"], "--task_test_limit 0"),
-                                          (["--paths", "full", "minipost"], "--paths full minipost"),
-                                          (["--languages", "ru"], "mansec.ru.text.txt: not found"),
-                                          (["--languages", "en"], "--languages en: English is the source"),
-                                          (["--languages", "../x"], "--languages ../x: not a language code")])
-def test_a_bad_count_is_one_line_and_writes_nothing(tmp_path, flags, named):
-    data = tmp_path / "data"
-    data.mkdir()
-    make_data(data, random.Random(1))
-    out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "realtext.py"), "--output", str(out),
-                           "--data", str(data), "--languages", TARGET, "cipher", *flags], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 2 and named in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()

@@ -1,12 +1,13 @@
 """The real-text benchmark's own rules on hand-made inputs (benchmarks/realtext.py, starts.py, ladder.py):
 the rung's answer ("yes" needs the cipher within 10 points of its oracle and German and French 15 points above
 their baselines, all measured), the source side's shape read from --pretrained, a short parallel file split
-without an empty dev set, and runs that cannot be compared refused in one line."""
+without an empty dev set, and runs that cannot be compared, missing data and bad flags refused in one line
+(in this process: each is a check before anything runs, so no launch is needed to see it)."""
 
-import argparse
 import importlib.util
 import json
 import os
+import random
 
 import pytest
 
@@ -141,3 +142,37 @@ def test_ladder_names_a_missing_target_in_one_line(tmp_path, capsys):
     assert ladder.main(["--runs", str(tmp_path / "r"), "--output", str(tmp_path / "l.png")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no cipher target in that run (it has sw)" in err
+
+
+def run_main(realtext, argv, capsys):
+    """realtext.py's main in this process (what its `sys.exit(main())` would exit with, and its stderr)."""
+    try:
+        status = realtext.main(argv)
+    except SystemExit as exc:  # an argparse error
+        status = exc.code
+    return status, capsys.readouterr().err
+
+
+def test_missing_data_is_one_line_and_writes_nothing(realtext, tmp_path, capsys):
+    out = tmp_path / "out"
+    status, err = run_main(realtext, ["--output", str(out), "--data", str(tmp_path / "nowhere")], capsys)
+    assert status == 2 and "mansec.en.text.txt" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+@pytest.mark.parametrize("flags, named", [(["--task_test_limit", "0"], "--task_test_limit 0"),
+                                          (["--paths", "full", "minipost"], "--paths full minipost"),
+                                          (["--languages", "ru"], "mansec.ru.text.txt: not found"),
+                                          (["--languages", "en"], "--languages en: English is the source"),
+                                          (["--languages", "../x"], "--languages ../x: not a language code")])
+def test_a_bad_count_is_one_line_and_writes_nothing(realtext, tmp_path, capsys, flags, named):
+    from test_realtext_benchmark import TARGET, make_data
+
+    data = tmp_path / "data"
+    data.mkdir()
+    make_data(data, random.Random(1))
+    out = tmp_path / "out"
+    status, err = run_main(realtext, ["--output", str(out), "--data", str(data), "--languages", TARGET, "cipher",
+                                      *flags], capsys)
+    assert status == 2 and named in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()

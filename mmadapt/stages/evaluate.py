@@ -70,7 +70,7 @@ def markdown_table(rows: list) -> str:
 
 def run(sections: dict) -> list:
     from .. import engine as eng
-    from ..artifacts import load_finetuned, write_json
+    from ..artifacts import RESULTS_FILE, RESULTS_MD, load_finetuned, write_json, write_text
     from ..tasks import load_examples, task_spec
 
     cfg = sections["evaluate"]
@@ -93,9 +93,8 @@ def run(sections: dict) -> list:
         print(table, flush=True)
         if cfg.output_dir:
             os.makedirs(cfg.output_dir, exist_ok=True)
-            write_json(os.path.join(cfg.output_dir, "results.json"), {"task": spec.name, "split": cfg.split,
-                                                                         "results": rows})
-            with open(os.path.join(cfg.output_dir, "results.md"), "w", encoding="utf-8") as fh:
-                fh.write(f"# {spec.name} ({cfg.split})\n\n" + table)
+            write_json(os.path.join(cfg.output_dir, RESULTS_FILE), {"task": spec.name, "split": cfg.split,
+                                                                     "results": rows})
+            write_text(os.path.join(cfg.output_dir, RESULTS_MD), f"# {spec.name} ({cfg.split})\n\n" + table)
     eng.barrier()
     return rows

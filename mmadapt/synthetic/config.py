@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..artifacts import PairDir
 from ..config import _f
 from ..errors import ConfigError
 
@@ -20,10 +21,7 @@ MIN_WORDS, MAX_WORDS = 6, 30
 N_CONJUNCTIONS = 3
 WORD_ORDERS = ("sov", "svo", "source")
 TASK_MODES = ("controlled", "first_clause", "one_clause")
-OUTPUT_FILES = ("source.train.txt", "source.test.txt", "target.train.txt", "target.test.txt",
-                "parallel.tsv", "parallel.dev.tsv", "dictionary.tsv", "dictionary.lemmas.tsv",
-                "task.source.train.jsonl", "task.source.dev.jsonl", "task.source.test.jsonl", "task.target.dev.jsonl",
-                "task.target.test.jsonl", "meta.json")
+OUTPUT_FILES = PairDir.files()  # named in one place: the demo and its analysis read them back
 
 
 @dataclass

@@ -10,6 +10,7 @@ import sys
 from collections import Counter
 from dataclasses import asdict, dataclass
 
+from ..artifacts import PairDir
 from ..config import _f
 from ..errors import ConfigError
 from ..outdir import check_replaceable, replaced_directory
@@ -44,13 +45,13 @@ def generate(cfg: SyntheticConfig, output_dir: str) -> dict:
         sampler = Sampler(lex, stream(f"{lang}-corpus"), cfg.entity_reuse)
         lines = [realiser.sentence(s) for s in sampler.documents(n, cfg.document_length)]
         n_test = max(1, n // 20)
-        files[f"{lang}.train.txt"], files[f"{lang}.test.txt"] = lines[n_test:], lines[:n_test]
-    for name, stream_name, n in (("parallel.tsv", "parallel", cfg.parallel_pairs),
-                                 ("parallel.dev.tsv", "parallel-dev", cfg.parallel_dev)):
+        files[PairDir.text_name(lang, "train")], files[PairDir.text_name(lang, "test")] = lines[n_test:], lines[:n_test]
+    for name, stream_name, n in ((PairDir.parallel_name("test"), "parallel", cfg.parallel_pairs),
+                                 (PairDir.parallel_name("dev"), "parallel-dev", cfg.parallel_dev)):
         sampler = Sampler(lex, stream(stream_name))
         files[name] = [f"{src.sentence(s)}\t{tgt.sentence(s)}" for s in (sampler.sentence() for _ in range(n))]
-    files["dictionary.tsv"] = [f"{s}\t{t}" for s, t in zip(lex.forms("source"), lex.forms("target"))]
-    files["dictionary.lemmas.tsv"] = [f"{s}\t{t}\t{pos}" for pos in ("noun", "verb", "adj")
+    files[PairDir.DICTIONARY] = [f"{s}\t{t}" for s, t in zip(lex.forms("source"), lex.forms("target"))]
+    files[PairDir.LEMMA_DICTIONARY] = [f"{s}\t{t}\t{pos}" for pos in ("noun", "verb", "adj")
                                       for s, t in zip(lex.stems["source"][pos], lex.stems["target"][pos])]
     task = {}
     for split, realiser, n in (("source.train", src, cfg.task_train), ("source.dev", src, cfg.task_dev),
@@ -59,8 +60,8 @@ def generate(cfg: SyntheticConfig, output_dir: str) -> dict:
         task[split] = [{"premise": realiser.sentence(p), "hypothesis": realiser.sentence(Sentence((h,))),
                         "label": y} for p, h, y in task_pairs(lex, stream(f"task-{split}"), n, cfg.task_mode,
                                                                   cfg.premise_negated)]
-        files[f"task.{split}.jsonl"] = [json.dumps(x) for x in task[split]]
-    train = ("source.train.txt", "target.train.txt")
+        files[PairDir.task_name(*split.split("."))] = [json.dumps(x) for x in task[split]]
+    train = (PairDir.text_name("source", "train"), PairDir.text_name("target", "train"))
     meta = {
         "generator": "mmadapt.synthetic",
         "config": asdict(cfg),
@@ -76,7 +77,7 @@ def generate(cfg: SyntheticConfig, output_dir: str) -> dict:
         "label_names": ["entailment", "neutral", "contradiction"],
     }
     texts = {name: "".join(line + "\n" for line in lines) for name, lines in files.items()}
-    texts["meta.json"] = json.dumps(meta, indent=2) + "\n"
+    texts[PairDir.META] = json.dumps(meta, indent=2) + "\n"
     _write_atomically(output_dir, texts)
     return meta
 
