@@ -49,6 +49,22 @@ def test_a_loss_in_its_last_digit_differs(same, tmp_path, capsys):
     assert "pretrain/summary.json.final_loss" in out and "step2-full/metrics.jsonl[0].loss" in out
 
 
+def test_a_zero_shot_figure_differs_and_the_clock_does_not(same, tmp_path, capsys):
+    """Keys are read as words: "zero_shot_accuracy" is a figure, "tokens_per_s" and "eval_seconds" are clocks."""
+    def eval_log(root, accuracy, seconds):
+        with open(os.path.join(root, "step2-full", "eval.jsonl"), "w") as fh:
+            fh.write(json.dumps({"step": 0, "zero_shot_accuracy": accuracy, "dev_zero_shot_accuracy": 0.5,
+                                 "eval_seconds": seconds, "tokens_per_s": 1000 / seconds}) + "\n")
+
+    a, b = make_run(tmp_path / "a"), make_run(tmp_path / "b")
+    eval_log(a, 0.4454166666666666, 13.0)
+    eval_log(b, 0.4422222226858139, 19.5)
+    assert same.main(["--runs", a, b]) == 1
+    out = capsys.readouterr().out
+    assert "DIFFERS step2-full/eval.jsonl[0].zero_shot_accuracy: first 0.4454166666666666, second 0.4422222226858139" in out
+    assert "seconds" not in out and "tokens_per_s" not in out and "dev_zero_shot" not in out
+
+
 def test_a_stage_only_one_run_completed(same, tmp_path, capsys):
     a = make_run(tmp_path / "a")
     b = make_run(tmp_path / "b", stages=("pretrain",))
