@@ -14,12 +14,20 @@ environment, and ``make setup`` builds them there). Two traps, both seen here:
   that hash. The venv's pinned ninja and the system's older one then rebuilt the ops back and forth
   (about 50 s of both cores each time) depending on whose ``bin`` came first on PATH. ``mmadapt/__init__``
   puts the environment's own ``bin`` first, so every way of starting a command uses the same ninja.
+
+And one cost: DeepSpeed's CPU op builder asks py-cpuinfo for the CPU twice per load (its ``-march`` and SIMD
+flags), and py-cpuinfo answers each time from a fresh Python subprocess: 1.2 s a call here, 2.5 s of every
+rank's start. The answer is kept beside the ops (``.mmadapt-cpuinfo.json``) under the identity of the CPU as
+``/proc/cpuinfo`` gives it, and handed to the builders while they load; another CPU asks afresh.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import glob
+import hashlib
+import json
 import os
 import sys
 import time
@@ -28,6 +36,8 @@ import warnings
 from .errors import ConfigError
 
 LOCK_NAME = ".mmadapt-ops.lock"
+CPU_INFO_NAME = ".mmadapt-cpuinfo.json"
+CPU_CLOCK_FIELDS = ("cpu mhz", "bogomips")  # /proc/cpuinfo lines that change while the machine runs
 WAIT_LIMIT_S = float(os.environ.get("MMADAPT_OPS_WAIT_S", 600))  # a fresh build of every op takes ~2 min
 REPORT_EVERY_S = 15.0
 
@@ -103,6 +113,52 @@ def clear_stale_build_locks(directory: str) -> list:
     return removed
 
 
+def cpu_identity(proc_cpuinfo: str) -> str:
+    """A digest of /proc/cpuinfo's text without its clock lines: equal for the same CPUs, whatever their speed now."""
+    kept = [line for line in proc_cpuinfo.splitlines() if not line.strip().lower().startswith(CPU_CLOCK_FIELDS)]
+    return hashlib.sha256("\n".join(kept).encode()).hexdigest()
+
+
+def cached_cpu_info(directory: str, ask, proc_cpuinfo: str | None = None) -> dict | None:
+    """py-cpuinfo's answer (``ask()``) for this CPU, read from ``<directory>/.mmadapt-cpuinfo.json`` when that
+    was written for the same CPU, else asked and written. None where /proc/cpuinfo cannot be read (no key to
+    trust a stored answer by). Call while holding OpsLock: one writer at a time."""
+    if proc_cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+                proc_cpuinfo = fh.read()
+        except OSError:
+            return None
+    key, path = cpu_identity(proc_cpuinfo), os.path.join(directory, CPU_INFO_NAME)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            stored = json.load(fh)
+        if stored.get("cpu") == key and isinstance(stored.get("info"), dict):
+            return stored["info"]
+    except (OSError, ValueError, AttributeError):
+        pass  # none yet, or unreadable: ask, and write it anew
+    info = ask()
+    with open(path + ".tmp", "w", encoding="utf-8") as fh:
+        json.dump({"cpu": key, "info": info}, fh)
+    os.replace(path + ".tmp", path)
+    return info
+
+
+@contextlib.contextmanager
+def cpu_info_answered(directory: str):
+    """While the builders load, py-cpuinfo answers from the cache above (it is put back after)."""
+    import cpuinfo
+
+    real = cpuinfo.get_cpu_info
+    info = cached_cpu_info(directory, real)
+    if info is not None:
+        cpuinfo.get_cpu_info = lambda: json.loads(json.dumps(info))  # a fresh copy: callers may edit theirs
+    try:
+        yield
+    finally:
+        cpuinfo.get_cpu_info = real
+
+
 def load_ops(offload: bool = False, verbose: bool = False) -> list:
     """Load (building if needed) the ops a run will use, before DeepSpeed asks for them.
 
@@ -114,7 +170,7 @@ def load_ops(offload: bool = False, verbose: bool = False) -> list:
     acc = get_accelerator()
     directory = extensions_dir()
     loaded = []
-    with OpsLock(directory):
+    with OpsLock(directory), cpu_info_answered(directory):
         clear_stale_build_locks(directory)
         for name in op_builder_names(offload):
             builder = acc.create_op_builder(name)

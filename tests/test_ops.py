@@ -74,3 +74,43 @@ def test_prebuilt_ops_load_without_a_rebuild_whichever_ninja_comes_first(ext_dir
         assert proc.returncode == 0, err[-2000:]
         for op, before in logs.items():
             assert (ext_dir / op / ".ninja_log").read_bytes() == before, f"{op} was rebuilt (PATH={path})"
+
+
+PROC = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2\ncpu MHz\t\t: 2445.406\nbogomips\t: 4890.81\n"
+
+
+def test_the_cpu_identity_ignores_the_clock_and_sees_the_flags():
+    from mmadapt.ops import cpu_identity
+
+    assert cpu_identity(PROC) == cpu_identity(PROC.replace("2445.406", "3100.000").replace("4890.81", "4890.90"))
+    assert cpu_identity(PROC) != cpu_identity(PROC.replace("avx2", "avx2 avx512f"))
+
+
+def test_py_cpuinfo_is_asked_once_per_cpu_and_put_back_after_the_loads(tmp_path):
+    """py-cpuinfo's real answer, counted: asked for a new CPU, read back for the same one, asked again for
+    another CPU or after a damaged file; and after the loads py-cpuinfo answers for itself again."""
+    import cpuinfo
+
+    from mmadapt.ops import CPU_INFO_NAME, cached_cpu_info, cpu_info_answered
+
+    asked = []
+
+    def ask():
+        asked.append(1)
+        return cpuinfo.get_cpu_info()
+
+    first = cached_cpu_info(str(tmp_path), ask, PROC)
+    assert len(asked) == 1 and "flags" in first and "arch" in first
+    assert cached_cpu_info(str(tmp_path), ask, PROC.replace("2445.406", "1500.0")) == first and len(asked) == 1
+    cached_cpu_info(str(tmp_path), ask, PROC.replace("avx2", "sse4_2"))  # another CPU
+    assert len(asked) == 2
+    (tmp_path / CPU_INFO_NAME).write_text("{not json")
+    assert cached_cpu_info(str(tmp_path), ask, PROC.replace("avx2", "sse4_2")) == first and len(asked) == 3
+
+    real = cpuinfo.get_cpu_info
+    with cpu_info_answered(str(tmp_path)):
+        answered = cpuinfo.get_cpu_info()
+        assert cpuinfo.get_cpu_info is not real and answered["flags"] == first["flags"]
+        answered["flags"].append("edited")  # a caller's copy: the next answer is whole
+        assert "edited" not in cpuinfo.get_cpu_info()["flags"]
+    assert cpuinfo.get_cpu_info is real
