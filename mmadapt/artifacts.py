@@ -144,8 +144,8 @@ class DemoDir:
 
     PRETRAIN, MINIPOST, CACHE = "pretrain", "minipost", "cache"
     # what a rerun may replace: these names, and those starting with a prefix or ending in .png
-    ENTRIES = (DATA_DIR, *(DEMO_TOKENIZER.format(side) for side in ("source", "target")), PRETRAIN, MINIPOST, LOGS_DIR, CACHE, DEMO_REPORT_MD,
-               DEMO_REPORT, INSTANCES_REPORT_MD, INSTANCES_REPORT)
+    ENTRIES = (DATA_DIR, *(DEMO_TOKENIZER.format(side) for side in ("source", "target")), PRETRAIN, MINIPOST,
+               LOGS_DIR, CACHE, DEMO_REPORT_MD, DEMO_REPORT, INSTANCES_REPORT_MD, INSTANCES_REPORT)
     PREFIXES = ("finetune-", "step2-", "seed-")
 
     @staticmethod
@@ -187,13 +187,11 @@ def has_tokenizer(path: str) -> bool:
 
 # ------------------------------------------------------------------------------------ plain files
 def write_json(path: str, data: dict) -> None:
-    with open(path + ".tmp", "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-    os.replace(path + ".tmp", path)
+    write_text(path, json.dumps(data, indent=2))
 
 
 def write_text(path: str, text: str) -> None:
-    """A report (Markdown) in one piece: never a half-written file under its name."""
+    """A file in one piece (written aside, then renamed): never a half-written file under its name."""
     with open(path + ".tmp", "w", encoding="utf-8") as fh:
         fh.write(text)
     os.replace(path + ".tmp", path)

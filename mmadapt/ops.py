@@ -33,6 +33,7 @@ import sys
 import time
 import warnings
 
+from .artifacts import write_json
 from .errors import ConfigError
 
 LOCK_NAME = ".mmadapt-ops.lock"
@@ -138,9 +139,10 @@ def cached_cpu_info(directory: str, ask, proc_cpuinfo: str | None = None) -> dic
     except (OSError, ValueError, AttributeError):
         pass  # none yet, or unreadable: ask, and write it anew
     info = ask()
-    with open(path + ".tmp", "w", encoding="utf-8") as fh:
-        json.dump({"cpu": key, "info": info}, fh)
-    os.replace(path + ".tmp", path)
+    try:
+        write_json(path, {"cpu": key, "info": info})
+    except OSError:
+        pass  # a read-only extensions directory: asked again next time, nothing else changes
     return info
 
 
@@ -150,7 +152,10 @@ def cpu_info_answered(directory: str):
     import cpuinfo
 
     real = cpuinfo.get_cpu_info
-    info = cached_cpu_info(directory, real)
+    try:
+        info = cached_cpu_info(directory, real)
+    except Exception:  # noqa: BLE001 - py-cpuinfo failed: DeepSpeed's builders ask it themselves and fall back to lscpu
+        info = None
     if info is not None:
         cpuinfo.get_cpu_info = lambda: json.loads(json.dumps(info))  # a fresh copy: callers may edit theirs
     try:
